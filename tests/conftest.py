@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random BERT folder and its conversions, built once per session."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+import glue  # noqa: F401  (loads the system zlib before anything imports paddle)
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
+SEQ = 16
+
+
+def tiny_config(**overrides):
+    from transformers import BertConfig
+
+    kwargs = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=37, max_position_embeddings=64, num_labels=2)
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+def save_tiny_model(folder, model_cls_name="BertForSequenceClassification", perturb=True, **overrides):
+    """Save a tiny BERT; perturb=True makes every parameter distinct (a fresh init has equal
+    biases and LayerNorm weights, which torch.onnx then stores once and shares)."""
+    import torch
+    import transformers
+    from transformers import BertTokenizer
+
+    torch.manual_seed(0)
+    model = getattr(transformers, model_cls_name)(tiny_config(**overrides)).eval()
+    if perturb:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    os.makedirs(folder, exist_ok=True)
+    model.save_pretrained(folder)
+    vocab = os.path.join(folder, "vocab.txt")
+    with open(vocab, "w") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    BertTokenizer(vocab).save_pretrained(folder)
+    return str(folder)
+
+
+def folder_digest(folder):
+    """Names, sizes and contents of every file below folder, to prove it was not touched."""
+    h = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            h.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_bert"))
+
+
+@pytest.fixture(scope="session", params=["trace", "onnx"])
+def converted(request, tiny_bert, tmp_path_factory):
+    """(method, save_dir, convert.main's result) for each conversion method."""
+    import convert
+
+    before = folder_digest(tiny_bert)
+    save_dir = str(tmp_path_factory.mktemp(f"x2paddle_{request.param}") / "model")
+    result = convert.main(["--model_name_or_path", tiny_bert, "--method", request.param,
+                           "--max_seq_length", str(SEQ), "--save_dir", save_dir])
+    assert folder_digest(tiny_bert) == before, "convert.py changed its input folder"
+    return request.param, save_dir, result
+
+
+def random_feeds(batch, seq, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, len(VOCAB), size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), dtype=np.int64)
+    for row in range(1, batch):
+        mask[row, seq - 2 * row:] = 0
+    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}

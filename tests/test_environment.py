@@ -1,0 +1,28 @@
+"""The pinned set imports in any order, and glue keeps zlib usable after `import paddle`."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIBS = ["paddle", "paddleslim", "paddlenlp", "x2paddle", "torch", "transformers", "onnx"]
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+@pytest.mark.parametrize("order", [LIBS, LIBS[::-1], LIBS[2:] + LIBS[:2]], ids=["forward", "reverse", "rotated"])
+def test_libraries_import_in_any_order(order):
+    # scipy.stats, sklearn.metrics and aiohttp last: they are what broke after `import paddle`
+    modules = order + ["scipy.stats", "sklearn.metrics", "aiohttp"]
+    proc = run_python("import importlib\nfor m in %r: importlib.import_module(m)\nprint('ok')" % modules)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+def test_zlib_works_after_paddle_when_glue_comes_first():
+    proc = run_python("import glue, paddle, gzip, zlib\n"
+                      "assert gzip.decompress(gzip.compress(b'x' * 1000)) == b'x' * 1000\n"
+                      "assert zlib.decompress(zlib.compress(b'y' * 99)) == b'y' * 99\nprint('ok')")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
