@@ -537,24 +537,6 @@ def rewrite_and_save(x2paddle_prefix, out_prefix, method, max_seq_length):
 # ----------------------------------------------------------------------------------------
 # Parity
 # ----------------------------------------------------------------------------------------
-def paddle_predictor(prefix):
-    """A CPU Paddle Inference predictor with the default IR passes: the deployment path."""
-    from paddle import inference
-
-    config = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")
-    config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(1)
-    predictor = inference.create_predictor(config)
-
-    def run(feeds):
-        for name in predictor.get_input_names():
-            predictor.get_input_handle(name).copy_from_cpu(feeds[name])
-        predictor.run()
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-    return run, predictor.get_input_names()
-
-
 def parity_shapes(method, max_seq_length):
     """Shapes checked after conversion: other batch sizes always, other lengths for onnx."""
     shapes = [(3, max_seq_length), (1, max_seq_length)]
@@ -564,7 +546,7 @@ def parity_shapes(method, max_seq_length):
 
 
 def check_parity(wrapper, config, prefix, method, max_seq_length, rng):
-    run, feed_names = paddle_predictor(prefix)
+    run, feed_names = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")
     if sorted(feed_names) != sorted(INPUT_NAMES):
         raise RuntimeError(f"converted model has feeds {feed_names}, expected {list(INPUT_NAMES)}")
     report = []
@@ -664,9 +646,7 @@ def main(argv=None):
             "versions": library_versions(),
         }
         glue.write_json(os.path.join(out, "convert.json"), result)
-        if os.path.isdir(args.save_dir):
-            shutil.rmtree(args.save_dir)
-        os.replace(out, args.save_dir)
+        glue.publish_dir(out, args.save_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"converted {args.model_name_or_path} -> {args.save_dir} ({args.method}): "

@@ -192,6 +192,18 @@ def headline_metric(task):
     return get_task(task).headline_metric
 
 
+def publish_dir(work_dir, save_dir):
+    """Move a finished output folder into place, replacing save_dir (callers check --overwrite)."""
+    if os.path.isdir(save_dir):
+        import shutil
+
+        shutil.rmtree(save_dir)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work_dir, 0o777 & ~umask)  # mkdtemp made it 0700
+    os.replace(work_dir, save_dir)
+
+
 # ----------------------------------------------------------------------------- reading data
 
 
@@ -480,6 +492,36 @@ def paddle_feed_loader(features, batch_size, collator, shuffle=True, drop_last=T
     # return_list=True also works in static mode, where it yields dicts of LoDTensors.
     return paddle.io.DataLoader(features, batch_sampler=sampler, collate_fn=collator.collate_feeds,
                                 return_list=True, num_workers=0)
+
+
+# ----------------------------------------------------------------------------- Paddle Inference
+
+
+def predict_fn(predictor):
+    """Wrap a paddle.inference predictor as predict(feeds) -> first output, feeding by name."""
+
+    def predict(feeds):
+        for name in predictor.get_input_names():
+            predictor.get_input_handle(name).copy_from_cpu(feeds[name])
+        predictor.run()
+        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+    return predict
+
+
+def cpu_predictor(model_file, params_file, threads=1):
+    """A CPU Paddle Inference predictor with the default IR passes (oneDNN off).
+
+    Returns:
+        (predict(feeds) -> logits, the model's input names)
+    """
+    from paddle import inference  # lazy: glue is imported by scripts that never predict
+
+    config = inference.Config(model_file, params_file)
+    config.disable_glog_info()
+    config.set_cpu_math_library_num_threads(threads)
+    predictor = inference.create_predictor(config)
+    return predict_fn(predictor), predictor.get_input_names()
 
 
 # ----------------------------------------------------------------------------- metrics

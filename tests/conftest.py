@@ -60,17 +60,36 @@ def tiny_bert(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny_bert"))
 
 
-@pytest.fixture(scope="session", params=["trace", "onnx"])
-def converted(request, tiny_bert, tmp_path_factory):
-    """(method, save_dir, convert.main's result) for each conversion method."""
+@pytest.fixture(scope="session")
+def convert_tiny(tiny_bert, tmp_path_factory):
+    """convert_tiny(method) -> (method, save_dir, convert.main's result), converted once per method."""
     import convert
 
-    before = folder_digest(tiny_bert)
-    save_dir = str(tmp_path_factory.mktemp(f"x2paddle_{request.param}") / "model")
-    result = convert.main(["--model_name_or_path", tiny_bert, "--method", request.param,
-                           "--max_seq_length", str(SEQ), "--save_dir", save_dir])
-    assert folder_digest(tiny_bert) == before, "convert.py changed its input folder"
-    return request.param, save_dir, result
+    done = {}
+
+    def get(method):
+        if method not in done:
+            before = folder_digest(tiny_bert)
+            save_dir = str(tmp_path_factory.mktemp(f"x2paddle_{method}") / "model")
+            result = convert.main(["--model_name_or_path", tiny_bert, "--method", method,
+                                   "--max_seq_length", str(SEQ), "--save_dir", save_dir])
+            assert folder_digest(tiny_bert) == before, "convert.py changed its input folder"
+            done[method] = (method, save_dir, result)
+        return done[method]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=["trace", "onnx"])
+def converted(request, convert_tiny):
+    """(method, save_dir, convert.main's result) for each conversion method."""
+    return convert_tiny(request.param)
+
+
+@pytest.fixture(scope="session")
+def trace_model(convert_tiny):
+    """The folder of the tiny BERT converted by trace, for tests where one method is enough."""
+    return convert_tiny("trace")[1]
 
 
 def random_feeds(batch, seq, seed):
@@ -80,3 +99,18 @@ def random_feeds(batch, seq, seed):
     for row in range(1, batch):
         mask[row, seq - 2 * row:] = 0
     return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def write_sst2_fixture(data_dir, n_train=48, n_dev=20, seed=0):
+    """A GLUE-layout SST-2 folder of random sentences over the tiny vocab; returns data_dir."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(data_dir, "SST-2")
+    os.makedirs(folder, exist_ok=True)
+    for split, n in (("train", n_train), ("dev", n_dev)):
+        rows = ["sentence\tlabel"]
+        for i in range(n):
+            words = [VOCAB[j] for j in rng.integers(5, len(VOCAB), size=int(rng.integers(2, SEQ - 3)))]
+            rows.append(f"{' '.join(words)} \t{i % 2}")
+        with open(os.path.join(folder, f"{split}.tsv"), "w") as f:
+            f.write("\n".join(rows) + "\n")
+    return str(data_dir)

@@ -55,7 +55,8 @@ def test_parity_reported(converted):
 def test_parity_independent(converted, tiny_bert):
     """A fresh Paddle Inference predictor agrees with PyTorch on inputs convert.py never saw."""
     method, save_dir, _ = converted
-    run, feed_names = convert.paddle_predictor(os.path.join(save_dir, "model"))
+    run, feed_names = glue.cpu_predictor(os.path.join(save_dir, "model.pdmodel"),
+                                           os.path.join(save_dir, "model.pdiparams"))
     assert sorted(feed_names) == sorted(convert.INPUT_NAMES)
     shapes = [(5, SEQ)] + ([(2, 7), (3, 40)] if method == "onnx" else [])
     for batch, seq in shapes:

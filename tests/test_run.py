@@ -1,0 +1,155 @@
+"""run.py: command line, the validating config loader, and evaluation against PyTorch."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+import convert
+import glue
+import run
+from conftest import SEQ, write_sst2_fixture
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_yaml(path, config):
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f)
+    return str(path)
+
+
+def base_config(model_dir, data_dir=None):
+    return {"Global": {"model_dir": model_dir, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
+                       "input_names": ["input_ids", "attention_mask", "token_type_ids"], "data_dir": data_dir},
+            "TrainConfig": {"train_iter": 2}}
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--eval True" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, expected", [([], False), (["--eval"], True), (["--eval", "True"], True),
+                                            (["--eval", "False"], False), (["--eval", "true"], True)])
+def test_eval_flag(argv, expected):
+    assert run.parse_args(["--config_path", "c.yaml"] + argv).eval is expected
+
+
+def test_eval_flag_rejects_other_values(capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(["--config_path", "c.yaml", "--eval", "maybe"])
+    assert "expected True or False" in capsys.readouterr().err
+
+
+def test_shipped_configs_are_valid(trace_model):
+    """Every file in configs/ passes the loader (pointed at a real model), one per task and strategy."""
+    names = sorted(os.listdir(os.path.join(ROOT, "configs")))
+    assert len(names) == 2 * len(glue.TASKS)
+    tasks = set()
+    for name in names:
+        gcfg, sections = run.load_config(os.path.join(ROOT, "configs", name), model_dir=trace_model)
+        tasks.add(gcfg["task_name"])
+        assert gcfg["input_names"] == list(convert.INPUT_NAMES)
+        if name.endswith("_prune_ptq.yaml"):
+            assert {"TransformerPrune", "Distillation", "QuantPost", "HyperParameterOptimization"} <= set(sections)
+        else:
+            assert {"Distillation", "QuantAware", "TrainConfig"} <= set(sections)
+    assert tasks == set(glue.TASKS)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c.pop("Global"), "has no Global section"),
+    (lambda c: c.update(Quantize={}), "unknown section 'Quantize'; allowed: Global, QuantAware"),
+    (lambda c: c["TrainConfig"].update(train_iters=3), "unknown key TrainConfig.train_iters; allowed: epochs, train_iter"),
+    (lambda c: c["Global"].update(modeldir="x"), "unknown key Global.modeldir; allowed: model_dir"),
+    (lambda c: c["Global"].pop("task_name"), "missing key Global.task_name"),
+    (lambda c: c["Global"].update(task_name="wnli"), "Global.task_name: unknown GLUE task 'wnli'; allowed: cola"),
+    (lambda c: c["Global"].update(model_filename="nope.pdmodel"), "Global.model_filename: .*nope.pdmodel does not exist"),
+    (lambda c: c["Global"].update(input_names=["x0", "x1", "x2"]),
+     r"Global.input_names \['x0', 'x1', 'x2'\] do not match the model's feed names "
+     r"\['input_ids', 'attention_mask', 'token_type_ids'\]"),
+    (lambda c: c["Global"].update(padding="max"), "Global.padding 'max'; allowed: max_length, longest"),
+    (lambda c: c["Global"].update(batch_size=0), "Global.batch_size must be a positive integer"),
+])
+def test_bad_config(trace_model, tmp_path, edit, match):
+    config = base_config(trace_model)
+    edit(config)
+    path = write_yaml(tmp_path / "bad.yaml", config)
+    with pytest.raises(glue.InputError, match=f"config {path}: .*{match}" if "Global section" not in match
+                       else f"config {path} {match}"):
+        run.load_config(path)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("Global: [unclosed\n")
+    with pytest.raises(glue.InputError, match="is not valid YAML"):
+        run.load_config(str(path))
+    with pytest.raises(glue.InputError, match="does not exist"):
+        run.load_config(str(tmp_path / "absent.yaml"))
+
+
+def test_overrides(trace_model, tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", base_config("/nowhere"))
+    gcfg, sections = run.load_config(path, model_dir=trace_model, data_dir="/data",
+                                     overrides=["TrainConfig.train_iter=7", "Global.batch_size=2"])
+    assert gcfg["model_dir"] == trace_model and gcfg["data_dir"] == "/data" and gcfg["batch_size"] == 2
+    assert sections["TrainConfig"]["train_iter"] == 7
+    with pytest.raises(glue.InputError, match="expected SECTION.KEY=VALUE"):
+        run.load_config(path, model_dir=trace_model, overrides=["train_iter=7"])
+
+
+def test_defaults_fill_global(trace_model, tmp_path):
+    config = base_config(trace_model)
+    del config["Global"]["input_names"]
+    gcfg, _ = run.load_config(write_yaml(tmp_path / "c.yaml", config))
+    assert gcfg["input_names"] == list(convert.INPUT_NAMES)  # the model's own feeds
+    assert gcfg["padding"] == "max_length" and gcfg["model_filename"] == "model.pdmodel"
+
+
+def test_eval_matches_pytorch(trace_model, tiny_bert, tmp_path):
+    """run.py --eval on the converted model gives the metric PyTorch gives on the same dev set."""
+    from transformers import AutoTokenizer
+
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = write_yaml(tmp_path / "c.yaml", base_config(trace_model, data_dir))
+    result = run.main(["--config_path", config, "--eval", "True", "--save_dir", str(tmp_path / "res")])
+    with open(tmp_path / "res" / "results.json") as f:
+        assert json.load(f) == result
+
+    model, _ = convert.load_torch_model(tiny_bert)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    dev = glue.read_split(data_dir, "sst-2", "dev")
+    batch = tokenizer([ex["text_a"] for ex in dev], padding="max_length", max_length=SEQ, truncation=True,
+                      return_tensors="np")
+    logits = convert.torch_logits(convert.logits_module(model), {k: batch[k].astype(np.int64)
+                                                                for k in convert.INPUT_NAMES})
+    expected = float(np.mean(logits.argmax(-1) == np.array([ex["label"] for ex in dev])))
+    assert result["metrics"] == {"acc": expected, "headline": expected}
+
+
+def test_compression_never_writes_into_model_dir(trace_model, tmp_path):
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(trace_model, model_dir)
+    config = write_yaml(tmp_path / "c.yaml", base_config(model_dir))
+    for save_dir in (model_dir, os.path.join(model_dir, "compressed")):
+        with pytest.raises(glue.InputError, match="never writes into the input model"):
+            run.main(["--config_path", config, "--save_dir", save_dir])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    with pytest.raises(glue.InputError, match="not empty: choose another folder or pass --overwrite"):
+        run.main(["--config_path", config, "--save_dir", str(out)])
+    assert os.listdir(out) == ["mine.txt"]
+
+
+def test_missing_data_names_both_ways(trace_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    config = write_yaml(tmp_path / "c.yaml", base_config(trace_model, str(tmp_path / "no_glue")))
+    with pytest.raises(FileNotFoundError, match="--data_dir or the GLUE_DIR environment variable"):
+        run.main(["--config_path", config, "--eval"])
