@@ -20,7 +20,8 @@ def tiny_config(**overrides):
     return BertConfig(**kwargs)
 
 
-def save_tiny_model(folder, model_cls_name="BertForSequenceClassification", perturb=True, **overrides):
+def save_tiny_model(folder, model_cls_name="BertForSequenceClassification", perturb=True, vocab_extra=0,
+                    **overrides):
     """Save a tiny BERT; perturb=True makes every parameter distinct (a fresh init has equal
     biases and LayerNorm weights, which torch.onnx then stores once and shares)."""
     import torch
@@ -37,7 +38,7 @@ def save_tiny_model(folder, model_cls_name="BertForSequenceClassification", pert
     model.save_pretrained(folder)
     vocab = os.path.join(folder, "vocab.txt")
     with open(vocab, "w") as f:
-        f.write("\n".join(VOCAB) + "\n")
+        f.write("\n".join(VOCAB + [f"extra{i}" for i in range(vocab_extra)]) + "\n")
     BertTokenizer(vocab).save_pretrained(folder)
     return str(folder)
 

@@ -1,0 +1,266 @@
+"""Deploy a converted or compressed model with Paddle Inference: GLUE dev accuracy, or latency.
+
+    python infer.py --task_name sst-2 --model_path ./output/sst2/model --device cpu
+    python infer.py --task_name sst-2 --model_path ./output/sst2/model --device cpu --perf --batch_size 32
+    python -u ./infer.py --task_name cola --model_name_or_path bert-base-cased --model_path ./x2paddle_cola/model \\
+        --batch_size 1 --max_seq_length 128 --device gpu --use_trt
+
+Accuracy mode (default) scores the whole GLUE dev set (MNLI: every dev split there is) through
+the evaluation loop run.py uses. --perf measures latency on dev batches padded to
+--max_seq_length, warm-up excluded. Both write results.json into --save_dir.
+"""
+import argparse
+import itertools
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+import glue
+
+logger = logging.getLogger("infer")
+
+DEVICES = ("gpu", "cpu", "xpu")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task_name", type=str, default="cola",
+                        help=f"GLUE task: {', '.join(glue.TASK_NAMES)} (HF spellings sst2, stsb too)")
+    parser.add_argument("--model_type", default=None, help="informational, as in the document")
+    parser.add_argument("--model_name_or_path", default=None,
+                        help="tokenizer: a folder with vocab.txt and tokenizer_config.json (default: the folder of "
+                             "--model_path, where convert.py and run.py put them) or a hub id when online")
+    parser.add_argument("--model_path", required=True,
+                        help="path prefix of the model: <prefix>.pdmodel and <prefix>.pdiparams")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--max_seq_length", type=int, default=128,
+                        help="tokenizer truncation and padded width (a trace model needs its traced length)")
+    parser.add_argument("--device", choices=DEVICES, default="gpu")
+    parser.add_argument("--use_trt", action="store_true", help="TensorRT subgraphs (GPU only)")
+    parser.add_argument("--int8", action="store_true",
+                        help="int8: a TensorRT int8 engine on GPU, oneDNN int8 kernels on CPU (a quantized model)")
+    parser.add_argument("--fp16", action="store_true", help="fp16 (GPU only)")
+    parser.add_argument("--perf", action="store_true", help="measure latency instead of accuracy")
+    parser.add_argument("--perf_warmup_steps", type=int, default=20, help="batches run before timing starts")
+    parser.add_argument("--perf_steps", type=int, default=100, help="timed batches in --perf mode")
+    parser.add_argument("--data_dir", default=None, help="GLUE folder in TSV layout (default: $GLUE_DIR, "
+                                                         "else PaddleNLP's download)")
+    parser.add_argument("--cpu_threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--enable_mkldnn", action=argparse.BooleanOptionalAction, default=None,
+                        help="oneDNN kernels on CPU (default: off for fp32, on for --int8)")
+    parser.add_argument("--input_names", nargs=3, default=list(glue.INPUT_KEYS),
+                        metavar=("INPUT_IDS", "ATTENTION_MASK", "TOKEN_TYPE_IDS"),
+                        help="the model's feed names for input_ids, attention_mask, token_type_ids "
+                             "(x0 x1 x2 for a model X2Paddle wrote without convert.py)")
+    parser.add_argument("--save_dir", default="output/infer", help="where results.json goes (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        args.task_name = glue.canonical_task(args.task_name)
+    except glue.InputError as exc:
+        parser.error(f"--task_name: {exc}")
+    if args.int8 and args.fp16:
+        parser.error("--int8 and --fp16 exclude each other: pick one precision")
+    if args.use_trt and args.device != "gpu":
+        parser.error(f"--use_trt needs --device gpu (got --device {args.device})")
+    if args.fp16 and args.device != "gpu":
+        parser.error(f"--fp16 needs --device gpu (got --device {args.device})")
+    if args.int8 and args.device == "xpu":
+        parser.error("--int8 runs on gpu (with --use_trt) or cpu (oneDNN), not on xpu")
+    if args.int8 and args.device == "gpu" and not args.use_trt:
+        parser.error("--int8 on gpu needs --use_trt (Paddle's int8 GPU kernels come from TensorRT)")
+    if args.int8 and args.device == "cpu" and args.enable_mkldnn is False:
+        parser.error("--int8 on cpu runs oneDNN int8 kernels: drop --no-enable_mkldnn")
+    for name in ("batch_size", "max_seq_length", "perf_steps", "cpu_threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.perf_warmup_steps < 0:
+        parser.error("--perf_warmup_steps must be 0 or more")
+    return args
+
+
+def precision(args):
+    return "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+
+
+# ----------------------------------------------------------------------------------------
+# Model checks
+# ----------------------------------------------------------------------------------------
+def model_files(model_path):
+    files = (model_path + ".pdmodel", model_path + ".pdiparams")
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise glue.InputError(f"--model_path {model_path!r}: missing {', '.join(missing)} (pass the path prefix, "
+                              "e.g. ./x2paddle_cola/model for ./x2paddle_cola/model.pdmodel)")
+    return files
+
+
+def read_model_facts(model_file):
+    """Feed names and shapes, and the word-embedding vocabulary size, from the program."""
+    from paddle.base.proto import framework_pb2
+
+    program = framework_pb2.ProgramDesc()
+    with open(model_file, "rb") as f:
+        program.ParseFromString(f.read())
+    block = program.blocks[0]
+    shapes = {v.name: list(v.type.lod_tensor.tensor.dims) for v in block.vars
+              if v.type.type == v.type.LOD_TENSOR}
+    feeds = {op.outputs[0].arguments[0]: shapes.get(op.outputs[0].arguments[0]) for op in block.ops
+             if op.type == "feed"}
+    vocab = None
+    for op in block.ops:  # the first embedding lookup reads the word embeddings
+        if op.type in ("lookup_table_v2", "lookup_table"):
+            vocab = shapes[next(i.arguments[0] for i in op.inputs if i.parameter == "W")][0]
+            break
+    return feeds, vocab
+
+
+def check_model(args, tokenizer):
+    model_file, _ = model_files(args.model_path)
+    feeds, vocab = read_model_facts(model_file)
+    if sorted(feeds) != sorted(args.input_names):
+        raise glue.InputError(f"the model's feeds are {sorted(feeds)}, --input_names gives {args.input_names}: "
+                              "pass --input_names in the order input_ids attention_mask token_type_ids")
+    fixed = {shape[1] for shape in feeds.values() if shape and len(shape) == 2 and shape[1] > 0}
+    if fixed and fixed != {args.max_seq_length}:
+        raise glue.InputError(f"the model's sequence length is fixed at {fixed.pop()} (a trace conversion): pass "
+                              f"--max_seq_length with that value, not {args.max_seq_length}")
+    if vocab is not None and len(tokenizer) != vocab:
+        raise glue.InputError(f"the tokenizer from {args.model_name_or_path!r} has {len(tokenizer)} tokens but the "
+                              f"model's word embeddings have {vocab}: pass the model's own tokenizer folder "
+                              "with --model_name_or_path")
+
+
+# ----------------------------------------------------------------------------------------
+# Predictor
+# ----------------------------------------------------------------------------------------
+def make_config(args):
+    from paddle import inference
+
+    model_file, params_file = model_files(args.model_path)
+    config = inference.Config(model_file, params_file)
+    config.disable_glog_info()
+    if args.device == "gpu":
+        config.enable_use_gpu(256, 0)
+    elif args.device == "xpu":
+        config.enable_xpu()
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(args.cpu_threads)
+        if args.enable_mkldnn or args.int8:
+            config.enable_mkldnn()
+            if args.int8:
+                config.enable_mkldnn_int8()
+    config.switch_ir_optim(True)
+    config.enable_memory_optim()
+    return config
+
+
+def enable_trt(config, args, shape_file=None):
+    from paddle import inference
+
+    mode = {"int8": inference.PrecisionType.Int8, "fp16": inference.PrecisionType.Half,
+            "fp32": inference.PrecisionType.Float32}[precision(args)]
+    # use_calib_mode=False: int8 scales come from the quantized model (PaddleSlim), not calibration
+    config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=args.batch_size, min_subgraph_size=5,
+                                  precision_mode=mode, use_static=False, use_calib_mode=False)
+    if shape_file is not None:
+        config.enable_tuned_tensorrt_dynamic_shape(shape_file, True)
+
+
+def create_predictor(args, shape_batches=()):
+    """The predictor for --device/--use_trt/precision.
+
+    TensorRT needs the range of every dynamic input shape. That is collected first, as a
+    logged step of the same run: a plain GPU predictor runs `shape_batches` and records the
+    shapes, then the TensorRT predictor is built from them (the upstream script collected,
+    printed a hint and exited, so its first run measured nothing).
+    """
+    from paddle import inference
+
+    if not args.use_trt:
+        return glue.predict_fn(inference.create_predictor(make_config(args)))
+    os.makedirs(args.save_dir, exist_ok=True)
+    shape_file = os.path.join(args.save_dir, "trt_shape_range.pbtxt")
+    logger.info("TensorRT: collecting dynamic shape ranges on %d batches into %s", len(shape_batches), shape_file)
+    collect = make_config(args)
+    collect.collect_shape_range_info(shape_file)
+    collector = glue.predict_fn(inference.create_predictor(collect))
+    for feeds in shape_batches:
+        collector(feeds)
+    logger.info("TensorRT: building the %s engine with the collected shapes", precision(args))
+    config = make_config(args)
+    enable_trt(config, args, shape_file)
+    return glue.predict_fn(inference.create_predictor(config))
+
+
+# ----------------------------------------------------------------------------------------
+# Modes
+# ----------------------------------------------------------------------------------------
+def measure(predict, batches, warmup_steps, steps):
+    """Latency per batch (ms) over `steps` timed batches after `warmup_steps` untimed ones."""
+    from tqdm import tqdm
+
+    for i in range(warmup_steps):
+        predict(batches[i % len(batches)])
+    times, sequences = [], 0
+    for i in tqdm(range(steps), desc="perf", leave=False):
+        feeds = batches[i % len(batches)]
+        start = time.perf_counter()
+        predict(feeds)
+        times.append(time.perf_counter() - start)
+        sequences += len(next(iter(feeds.values())))
+    ms = np.array(times) * 1000.0
+    total = float(np.sum(times))
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "ms_per_sequence": 1000.0 * total / sequences, "sequences_per_second": sequences / total,
+            "timed_batches": steps, "timed_sequences": sequences, "warmup_batches": warmup_steps}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    glue.setup_logging()
+    logger.info("arguments: %s", json.dumps(vars(args)))
+    tokenizer_dir = args.model_name_or_path or os.path.dirname(os.path.abspath(args.model_path))
+    from paddlenlp.transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    args.model_name_or_path = tokenizer_dir
+    check_model(args, tokenizer)
+
+    task = args.task_name
+    dev = glue.load_dev_splits(task, glue.resolve_data_dir(args.data_dir))
+    features = {split: glue.convert_examples(examples, tokenizer, args.max_seq_length, task,
+                                             desc=f"tokenize {split}") for split, examples in dev.items()}
+    collate = glue.Collator(args.input_names, tokenizer.pad_token_id, tokenizer.pad_token_type_id,
+                            args.max_seq_length, padding="max_length")
+    first_batches = list(itertools.islice(glue.batches(next(iter(features.values())), args.batch_size,
+                                                       collate.collate_feeds), 8))
+    predict = create_predictor(args, shape_batches=first_batches)
+
+    setup = {"task_name": task, "model_path": args.model_path, "device": args.device,
+             "backend": "paddle-inference" + ("+tensorrt" if args.use_trt else ""),
+             "precision": precision(args), "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+             "cpu_threads": args.cpu_threads if args.device == "cpu" else None,
+             "mkldnn": bool(args.device == "cpu" and (args.enable_mkldnn or args.int8))}
+    if args.perf:
+        full = [b for b in first_batches if len(b[args.input_names[0]]) == args.batch_size] or first_batches
+        result = {"mode": "perf", **setup, **measure(predict, full, args.perf_warmup_steps, args.perf_steps)}
+        line = (f"perf {task} {setup['backend']} {setup['precision']} {args.device} batch {args.batch_size} "
+                f"seq {args.max_seq_length}: p50 {result['p50_ms']:.2f} ms/batch, p90 {result['p90_ms']:.2f}, "
+                f"p99 {result['p99_ms']:.2f}, {result['sequences_per_second']:.1f} seq/s")
+    else:
+        metrics = glue.evaluate(predict, features, task, args.batch_size, collate)
+        result = {"mode": "accuracy", **setup, "metrics": metrics}
+        line = f"accuracy {task} {args.model_path}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    os.makedirs(args.save_dir, exist_ok=True)
+    glue.write_json(os.path.join(args.save_dir, "results.json"), result)
+    print(line)
+    return result
+
+
+if __name__ == "__main__":
+    glue.cli(main)
