@@ -510,7 +510,7 @@ def predict_fn(predictor):
 
 
 def cpu_predictor(model_file, params_file, threads=1):
-    """A CPU Paddle Inference predictor with the default IR passes (oneDNN off).
+    """A CPU Paddle Inference predictor with Paddle 2.6's defaults: IR passes and oneDNN on.
 
     Returns:
         (predict(feeds) -> logits, the model's input names)

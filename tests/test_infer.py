@@ -49,7 +49,7 @@ def test_perf_counts(trace_model, data_dir, tmp_path):
     assert result["mode"] == "perf" and result["timed_batches"] == 5 and result["timed_sequences"] == 5 * 8
     assert result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     assert result["sequences_per_second"] == pytest.approx(1000.0 / result["ms_per_sequence"])
-    assert result["cpu_threads"] >= 1 and result["mkldnn"] is False
+    assert result["cpu_threads"] >= 1 and result["mkldnn"] is True
 
 
 @pytest.mark.parametrize("flags, message", [
