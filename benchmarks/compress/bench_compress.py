@@ -99,7 +99,14 @@ def main(argv=None):
     base_eval = run.main(eval_args)
     stages["eval_seconds"] = round(time.perf_counter() - start, 1)
 
-    rows = []
+    rows, commands = [], []
+    previous = os.path.join(args.out_dir, "results.json")
+    if args.only and os.path.isfile(previous):  # --only reruns some strategies and keeps the other rows
+        with open(previous) as f:
+            old = json.load(f)
+        rows = [r for r in old["strategies"] if not any(r["strategy"].startswith(o) for o in args.only)]
+        commands = old.get("commands", [old.get("command")])
+    args.commands = commands + ["python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv or sys.argv[1:]))]
     for name, config_file, overrides in strategies(args.task_name, args):
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
@@ -137,7 +144,7 @@ def summary(args, torch_metrics, base_eval, stages, rows, converted):
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + sys.argv[1:]),
+    return {"commands": args.commands,
             "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
             "versions": convert.library_versions(), "task_name": args.task_name,
             "pytorch_dev_metrics": torch_metrics, "converted_dev_metrics": base_eval["metrics"],
@@ -151,7 +158,7 @@ def render(results):
     lines = [f"# Compression benchmark: {results['task_name']}", "",
              f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores. Versions: "
              + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
-             f"Command: `{results['command']}`", "",
+             "Commands: " + "; ".join(f"`{c}`" for c in results["commands"]), "",
              f"PyTorch dev {headline}: {results['pytorch_dev_metrics']['headline']:.4f}; the converted model "
              f"through `run.py --eval`: {results['converted_dev_metrics']['headline']:.4f} "
              f"(conversion {results['convert_seconds']} s, evaluation {results['eval_seconds']} s).", "",
@@ -163,7 +170,8 @@ def render(results):
                      f"{100 * (after - before):+.2f} pt | {r['compress_seconds']:.0f} | "
                      f"{r['model_bytes'] / 1e6:.1f} (base {results['base_model_bytes'] / 1e6:.1f}) |")
     lines += ["", "Each row runs run.py with the shipped config of the task and these overrides (a short CPU run, "
-              "not the document's 3 epochs):", ""]
+              "not the document's 3 epochs); PTQ alone and auto use a copy of it that keeps Global plus QuantPost "
+              "(PTQ) or TrainConfig (auto), written by the script:", ""]
     for r in results["strategies"]:
         lines.append(f"- {r['strategy']}: `{r['config']}` " + " ".join(f"`--set {o}`" for o in r["overrides"]))
     lines.append("")
