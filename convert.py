@@ -34,7 +34,6 @@ ONNX_OPSETS = tuple(range(11, 16))
 # The trace is recorded at this batch size; the graph rewrite then frees the batch dim.
 TRACE_BATCH = 2
 PARITY_ATOL = 1e-4
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json")
 
 
 def parse_args(argv=None):

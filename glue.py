@@ -192,6 +192,11 @@ def headline_metric(task):
     return get_task(task).headline_metric
 
 
+# What PaddleNLP's AutoTokenizer and HF need next to a model; convert.py writes them, run.py
+# carries them over to the compressed model (tokenizer.json too, when there is one).
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+
+
 def publish_dir(work_dir, save_dir):
     """Move a finished output folder into place, replacing save_dir (callers check --overwrite)."""
     if os.path.isdir(save_dir):

@@ -41,7 +41,6 @@ GLOBAL_KEYS = {
     "return_attention_mask": True,
     "data_dir": None,  # None: $GLUE_DIR, else PaddleNLP's download
 }
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json", "tokenizer.json")
 
 
 def parse_bool(text):
@@ -366,7 +365,7 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix=".run-", dir=parent)
     try:
         ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate)
-        for name in TOKENIZER_FILES:
+        for name in glue.TOKENIZER_FILES + ("tokenizer.json",):
             if os.path.isfile(os.path.join(gcfg["model_dir"], name)):
                 shutil.copy2(os.path.join(gcfg["model_dir"], name), work)
         compress_seconds = time.perf_counter() - start

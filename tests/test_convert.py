@@ -69,7 +69,7 @@ def test_parity_independent(converted, tiny_bert):
 
 def test_output_folder(converted, tiny_bert):
     method, save_dir, result = converted
-    for name in ("model.pdmodel", "model.pdiparams", "convert.json") + convert.TOKENIZER_FILES:
+    for name in ("model.pdmodel", "model.pdiparams", "convert.json") + glue.TOKENIZER_FILES:
         assert os.path.isfile(os.path.join(save_dir, name)), name
     assert result["method"] == method
     assert [f["name"] for f in result["feeds"]] == list(convert.INPUT_NAMES)
