@@ -309,13 +309,14 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
     post_quant_hpo.emd_loss_init()
     paddle.enable_static()
     cwd = os.getcwd()
+    model_dir = os.path.abspath(gcfg["model_dir"])  # before chdir: a relative --model_dir is the user's cwd's
     # HPO writes quant_model_tmp/ and smac3-output_*/ into the working directory (and leaves
     # them there when it fails): give it a scratch one instead of the user's.
     scratch = tempfile.mkdtemp(prefix=".run-scratch-", dir=os.path.dirname(save_dir))
     try:
         os.chdir(scratch)
         compressor = AutoCompression(
-            model_dir=os.path.abspath(gcfg["model_dir"]), model_filename=gcfg["model_filename"],
+            model_dir=model_dir, model_filename=gcfg["model_filename"],
             params_filename=gcfg["params_filename"], save_dir=save_dir, config=strategies,
             train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
             eval_callback=eval_callback, eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate))

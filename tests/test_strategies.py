@@ -62,12 +62,13 @@ def program_of(prefix):
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_strategy_through_run_py(converted, strategy, tmp_path):
+def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     method, model_dir, _ = converted
     data_dir = write_sst2_fixture(tmp_path / "glue")
-    config = write_config(tmp_path / "config.yaml", model_dir, data_dir, STRATEGIES[strategy])
+    monkeypatch.chdir(tmp_path)  # relative paths, as users type them (PaddleSlim runs in a scratch folder)
+    config = write_config("config.yaml", os.path.relpath(model_dir), "glue", STRATEGIES[strategy])
+    result = run.main(["--config_path", config, "--save_dir", "out"])
     save_dir = str(tmp_path / "out")
-    result = run.main(["--config_path", config, "--save_dir", save_dir])
 
     assert result["strategies"] == EXPECTED[strategy]
     assert set(result["metrics_before"]) == set(result["metrics_after"]) == {"acc", "headline"}
