@@ -24,6 +24,14 @@ logger = logging.getLogger("infer")
 
 DEVICES = ("gpu", "cpu", "xpu")
 
+# Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), which
+# hold about 94% of BERT's FLOPs at sequence length 128. PaddleSlim's onnx_format export puts a
+# quantize/dequantize pair on nearly every tensor; given all of them (enable_mkldnn_int8() with
+# no list), Paddle 2.6 also runs the attention matmuls (Q.K^T fused with the scale and the
+# -3.4e38 mask add, then softmax.V) in int8, and a PTQ MiniLM's SST-2 dev accuracy falls from
+# 0.82 to 0.52 (benchmarks/latency/RESULTS.md has the measurements).
+ONEDNN_INT8_OPS = {"fc"}
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--enable_mkldnn", action=argparse.BooleanOptionalAction, default=True,
                         help="oneDNN kernels on CPU (Paddle 2.6's default; --no-enable_mkldnn runs MKL and "
                              "native kernels, about 4x slower for BERT)")
+    parser.add_argument("--cpu_int8_ops", nargs="+", default=sorted(ONEDNN_INT8_OPS), metavar="OP_TYPE",
+                        help="with --int8 on cpu: the op types oneDNN runs in int8 (default: %(default)s; "
+                             "`all` lets Paddle quantize every op that has scales, which breaks BERT's attention)")
     parser.add_argument("--input_names", nargs=3, default=list(glue.INPUT_KEYS),
                         metavar=("INPUT_IDS", "ATTENTION_MASK", "TOKEN_TYPE_IDS"),
                         help="the model's feed names for input_ids, attention_mask, token_type_ids "
@@ -153,7 +164,8 @@ def make_config(args):
         if args.enable_mkldnn:
             config.enable_mkldnn()
             if args.int8:
-                config.enable_mkldnn_int8()  # folds the quantized model's Q/DQ ops into int8 kernels
+                # folds the model's Q/DQ ops into int8 kernels; an empty set means every op with scales
+                config.enable_mkldnn_int8(set() if args.cpu_int8_ops == ["all"] else set(args.cpu_int8_ops))
         else:
             config.disable_mkldnn()
     config.switch_ir_optim(True)
@@ -248,7 +260,8 @@ def main(argv=None):
              "backend": "paddle-inference" + ("+tensorrt" if args.use_trt else ""),
              "precision": precision(args), "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
              "cpu_threads": args.cpu_threads if args.device == "cpu" else None,
-             "mkldnn": bool(args.device == "cpu" and args.enable_mkldnn)}
+             "mkldnn": bool(args.device == "cpu" and args.enable_mkldnn),
+             "cpu_int8_ops": args.cpu_int8_ops if args.int8 and args.device == "cpu" else None}
     if args.perf:
         full = [b for b in first_batches if len(b[args.input_names[0]]) == args.batch_size] or first_batches
         result = {"mode": "perf", **setup, **measure(predict, full, args.perf_warmup_steps, args.perf_steps)}
