@@ -24,12 +24,12 @@ logger = logging.getLogger("infer")
 
 DEVICES = ("gpu", "cpu", "xpu")
 
-# Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), which
-# hold about 94% of BERT's FLOPs at sequence length 128. PaddleSlim's onnx_format export puts a
-# quantize/dequantize pair on nearly every tensor; given all of them (enable_mkldnn_int8() with
-# no list), Paddle 2.6 also runs the attention matmuls (Q.K^T fused with the scale and the
+# Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), 95%
+# (MiniLM) to 97% (BERT-base) of the FLOPs at sequence length 128. PaddleSlim's onnx_format export
+# puts a quantize/dequantize pair on nearly every tensor; given all of them (enable_mkldnn_int8()
+# with no list), Paddle 2.6 also runs the attention matmuls (Q.K^T fused with the scale and the
 # -3.4e38 mask add, then softmax.V) in int8, and a PTQ MiniLM's SST-2 dev accuracy falls from
-# 0.82 to 0.52 (benchmarks/latency/RESULTS.md has the measurements).
+# 0.82 to chance (benchmarks/latency/RESULTS.md has the measurements).
 ONEDNN_INT8_OPS = {"fc"}
 
 

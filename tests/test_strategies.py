@@ -64,7 +64,7 @@ def program_of(prefix):
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     method, model_dir, _ = converted
-    data_dir = write_sst2_fixture(tmp_path / "glue")
+    write_sst2_fixture(tmp_path / "glue")
     monkeypatch.chdir(tmp_path)  # relative paths, as users type them (PaddleSlim runs in a scratch folder)
     config = write_config("config.yaml", os.path.relpath(model_dir), "glue", STRATEGIES[strategy])
     result = run.main(["--config_path", config, "--save_dir", "out"])

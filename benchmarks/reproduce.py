@@ -1,0 +1,262 @@
+"""The document's tables, reproduced on real GLUE data with a real pretrained model, per task.
+
+    python benchmarks/reproduce.py --data_dir ../shared/glue --tasks sst-2 rte mrpc
+    python benchmarks/reproduce.py --data_dir ../shared/glue --render_only   # tables from results.json
+
+For each task: fine-tune the packaged all-MiniLM-L6-v2 (benchmarks/finetune.py, PyTorch, CPU)
+-> convert.py (trace, sequence length 128) -> run.py --eval on the converted model (must equal
+the PyTorch metric within 0.1 point) -> run.py with each strategy (pruning + distillation then
+post-training quantization, the document's headline; distillation + QAT, the document's
+configs) -> infer.py --int8 on each compressed model (dev metric as deployed) -> infer.py --perf
+for the base and each compressed model, batch 1 and 32.
+
+Resumable: every finished step is recorded in <work_dir>/<task>/steps.json and not redone. A log
+per task goes to <work_dir>/<task>/reproduce.log. Results: benchmarks/reproduce/results.json and
+RESULTS.md (the README's tables are rendered from them).
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import glue  # noqa: E402
+
+ROOT = common.ROOT
+SEQ = 128
+OUT_DIR = os.path.join(HERE, "reproduce")
+logger = logging.getLogger("reproduce")
+
+# Fine-tuning budget per task on 2 CPU cores (minutes each). Edit here for a longer run.
+FINETUNE = {
+    "cola": ["--epochs", "2", "--max_seq_length", "64"],
+    "sst-2": ["--max_train_samples", "8000", "--max_seq_length", "64"],
+    "mrpc": ["--epochs", "3"],
+    "sts-b": ["--epochs", "2"],
+    "qqp": ["--max_train_samples", "8000"],
+    "mnli": ["--max_train_samples", "16000"],
+    "qnli": ["--max_train_samples", "8000"],
+    "rte": ["--epochs", "3"],
+}
+# The strategies: shipped config, sections left out (HPO: hours on CPU), overrides beyond the common ones
+QUANT_POST_SETS = ["QuantPost.batch_size=32", "QuantPost.batch_nums=10"]
+STRATEGIES = {
+    "prune_ptq": {"label": "prune + distill, then PTQ", "config": "{task}_prune_ptq.yaml",
+                  "drop": ["HyperParameterOptimization"], "set": QUANT_POST_SETS},
+    "distill_qat": {"label": "distill + QAT", "config": "{task}.yaml", "drop": [],
+                    "set": ["TrainConfig.learning_rate=1.0e-5"]},
+    "ptq": {"label": "PTQ", "config": "{task}_prune_ptq.yaml",
+            "drop": ["TransformerPrune", "Distillation", "HyperParameterOptimization", "TrainConfig"],
+            "set": QUANT_POST_SETS},
+}
+
+
+class Steps:
+    """<work_dir>/<task>/steps.json: the result of every finished step, so a rerun skips it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.done = json.load(open(path)) if os.path.isfile(path) else {}
+
+    def run(self, name, fn):
+        if name in self.done:
+            logger.info("%s: done before, skipped", name)
+            return self.done[name]["result"]
+        logger.info("%s: start", name)
+        start = time.perf_counter()
+        result = fn()
+        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
+        glue.write_json(self.path, self.done)
+        logger.info("%s: done in %.0f s", name, self.done[name]["seconds"])
+        return result
+
+
+def strategy_config(task, key, work_dir, train_iter):
+    """The shipped config of the strategy, minus the sections it leaves out, in work_dir.
+
+    Returns:
+        (config path, --set overrides: batch 32, no origin_metric check, train_iter steps)
+    """
+    import yaml
+
+    strategy = STRATEGIES[key]
+    with open(os.path.join(ROOT, "configs", strategy["config"].format(task=task))) as f:
+        config = yaml.safe_load(f)
+    for section in strategy["drop"]:
+        config.pop(section, None)
+    path = os.path.join(work_dir, f"{key}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    sets = ["Global.batch_size=32"] + strategy["set"]
+    if "TrainConfig" in config:
+        sets += ["TrainConfig.origin_metric=null", "TrainConfig.epochs=null", f"TrainConfig.train_iter={train_iter}",
+                 f"TrainConfig.eval_iter={max(1, train_iter // 2)}"]
+    return path, sets
+
+
+def run_task(task, args):
+    import convert
+    import finetune
+    import run
+
+    work = os.path.join(args.work_dir, task)
+    os.makedirs(work, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(work, "reproduce.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    steps = Steps(os.path.join(work, "steps.json"))
+    hf, base = os.path.join(work, "hf"), os.path.join(work, "paddle-fp32")
+    data = ["--data_dir", args.data_dir] if args.data_dir else []  # none: PaddleNLP downloads GLUE
+    try:
+        tuned = steps.run("finetune", lambda: finetune.main(
+            ["--task_name", task, "--output_dir", hf, "--overwrite"] + data + FINETUNE[task]))
+        steps.run("convert", lambda: convert.main(["--model_name_or_path", hf, "--method", "trace",
+                                                   "--max_seq_length", str(SEQ), "--save_dir", base,
+                                                   "--overwrite"])["parity"])
+        shipped = os.path.join(ROOT, "configs", f"{task}.yaml")
+        converted = steps.run("eval_converted", lambda: run.main(
+            ["--config_path", shipped, "--eval", "--model_dir", base, "--save_dir", os.path.join(work, "eval"),
+             "--overwrite"] + data)["metrics"])
+        gap = abs(converted["headline"] - tuned["dev_metrics"]["headline"]) * 100
+        if gap > 0.1:
+            raise RuntimeError(f"{task}: the converted model scores {gap:.2f} points off PyTorch (limit 0.1)")
+        models = {"base": (base, [])}
+        for key in args.strategies:
+            out = os.path.join(work, key)
+            config, sets = strategy_config(task, key, work, args.train_iter)
+            steps.run(f"compress_{key}", lambda: run.main(
+                ["--config_path", config, "--model_dir", base, "--save_dir", out, "--overwrite"] + data
+                + [a for s in sets for a in ("--set", s)]))
+            models[key] = (out, ["--int8"])
+        for key, (path, flags) in models.items():
+            steps.run(f"infer_{key}", lambda: common.run_infer(
+                task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ)],
+                os.path.join(work, "infer"))["metrics"])
+            for batch, count in zip(args.batch_sizes, args.perf_steps):
+                steps.run(f"perf_{key}_b{batch}", lambda: common.run_infer(
+                    task, path, flags + data + ["--batch_size", str(batch), "--max_seq_length", str(SEQ), "--perf",
+                                                "--perf_steps", str(count)], os.path.join(work, "infer")))
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return steps.done
+
+
+def summarize(task, done):
+    """One task's row: metrics per model, latency per model and batch, wall time per stage."""
+    metric = glue.headline_metric(task)
+    row = {"task": task, "metric": metric, "finetune": done["finetune"]["result"],
+           "pytorch": done["finetune"]["result"]["dev_metrics"], "converted": done["eval_converted"]["result"],
+           "seconds": {k: v["seconds"] for k, v in done.items()}, "models": {}}
+    for key in ["base"] + list(STRATEGIES):
+        if f"infer_{key}" not in done:  # a strategy this run left out
+            continue
+        entry = {"metrics": done[f"infer_{key}"]["result"], "perf": {}}
+        if key != "base":
+            compressed = done[f"compress_{key}"]["result"]
+            entry.update(strategies=compressed["strategies"], metrics_fake_quant=compressed["metrics_after"],
+                         compress_seconds=compressed["compress_seconds"])
+        for name, step in done.items():
+            if name.startswith(f"perf_{key}_b"):
+                entry["perf"][name.rsplit("_b", 1)[1]] = step["result"]
+        row["models"][key] = entry
+    return row
+
+
+def render(results):
+    labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}}
+    keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
+    m = results["machine"]
+    lines = ["# Reproduction: MiniLM fine-tuned on GLUE, converted, compressed, deployed", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}). "
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
+             f"Command: `{results['command']}`", "",
+             "## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", "",
+             "| task | metric | PyTorch | " + " | ".join(labels[k] for k in keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    sums = {k: [] for k in ["pytorch"] + keys}
+    for row in results["tasks"]:
+        cells = [row["task"], row["metric"], f"{100 * row['pytorch']['headline']:.2f}"]
+        sums["pytorch"].append(row["pytorch"]["headline"])
+        for k in keys:
+            entry = row["models"].get(k)
+            cells.append(f"{100 * entry['metrics']['headline']:.2f}" if entry else "–")
+            if entry:
+                sums[k].append(entry["metrics"]["headline"])
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(results["tasks"]) > 1:
+        lines.append("| average | | " + " | ".join(
+            f"{100 * sum(v) / len(v):.2f}" if len(v) == len(results["tasks"]) else "–" for v in sums.values()) + " |")
+    lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
+              "| task | batch | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for row in results["tasks"]:
+        base = row["models"].get("base", {}).get("perf", {})
+        for batch in sorted(base, key=int):
+            cells = [row["task"], batch]
+            for k in keys:
+                p = row["models"].get(k, {}).get("perf", {}).get(batch)
+                cells.append(f"{p['p50_ms']:.1f} ({base[batch]['p50_ms'] / p['p50_ms']:.2f}×)" if p else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Wall time per stage (s)", "", "| task | " + " | ".join(results["stages"]) + " |",
+              "|---|" + "---|" * len(results["stages"])]
+    for row in results["tasks"]:
+        lines.append(f"| {row['task']} | " + " | ".join(
+            f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in results["stages"]) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=glue.resolve_data_dir(),
+                        help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
+    parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "rte", "mrpc"])
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=["prune_ptq", "distill_qat"])
+    parser.add_argument("--train_iter", type=int, default=60, help="training steps of each compression strategy")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20])
+    parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work", "reproduce"))
+    parser.add_argument("--out_dir", default=OUT_DIR, help="where results.json and RESULTS.md go")
+    parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md from results.json")
+    args = parser.parse_args(argv)
+    if len(args.batch_sizes) != len(args.perf_steps):
+        parser.error("--perf_steps needs one count per --batch_sizes entry")
+    if args.data_dir:
+        args.data_dir = os.path.abspath(args.data_dir)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    glue.setup_logging()
+    path = os.path.join(args.out_dir, "results.json")
+    if args.render_only:
+        with open(path) as f:
+            results = json.load(f)
+    else:
+        import convert
+
+        from tqdm import tqdm
+
+        rows = [summarize(task, run_task(task, args)) for task in tqdm(args.tasks, desc="tasks")]
+        stages = list(dict.fromkeys(s for row in rows for s in row["seconds"]))
+        command = "python benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
+                   "settings": {"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
+                                "strategies": {k: STRATEGIES[k] for k in args.strategies}},
+                   "stages": stages, "tasks": rows}
+        os.makedirs(args.out_dir, exist_ok=True)
+        glue.write_json(path, results)
+    text = render(results)
+    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    glue.cli(main)
