@@ -61,7 +61,10 @@ class Steps:
 
     def __init__(self, path):
         self.path = path
-        self.done = json.load(open(path)) if os.path.isfile(path) else {}
+        self.done = {}
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.done = json.load(f)
 
     def run(self, name, fn):
         if name in self.done:
@@ -242,15 +245,16 @@ def main(argv=None):
 
         from tqdm import tqdm
 
-        rows = [summarize(task, run_task(task, args)) for task in tqdm(args.tasks, desc="tasks")]
-        stages = list(dict.fromkeys(s for row in rows for s in row["seconds"]))
         command = "python benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
         results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
                    "settings": {"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}},
-                   "stages": stages, "tasks": rows}
+                   "stages": [], "tasks": []}
         os.makedirs(args.out_dir, exist_ok=True)
-        glue.write_json(path, results)
+        for task in tqdm(args.tasks, desc="tasks"):
+            results["tasks"].append(summarize(task, run_task(task, args)))
+            results["stages"] = list(dict.fromkeys(s for row in results["tasks"] for s in row["seconds"]))
+            glue.write_json(path, results)  # after every task: a stopped run keeps what it finished
     text = render(results)
     with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
         f.write(text)

@@ -218,6 +218,26 @@ def add_ratios(rows, batch_sizes):
             r["perf"][b]["speedup_vs_best_peer"] = best_peer / p50
 
 
+def goal_lines(case, batch):
+    """Each compressed Paddle int8 row against the goal: >= 2.4x Paddle fp32 and faster than every
+    peer at the largest batch, and (fine-tuned model) dev accuracy within 1 point of fp32."""
+    base = next(r for r in case["rows"] if r["name"] == "Paddle fp32")
+    lines = [f"Goal at batch {batch}: at least 2.4× Paddle fp32, faster than the best peer"
+             + (", SST-2 dev accuracy within 1 point of Paddle fp32:" if case["accuracy"] else ":")]
+    for r in case["rows"]:
+        if r["backend"] != "paddle-inference" or r["precision"] != "int8" or "all ops" in r["name"]:
+            continue
+        p = r["perf"][batch]
+        checks = [p["speedup_vs_paddle_fp32"] >= 2.4, p["speedup_vs_best_peer"] > 1.0]
+        text = f"{p['speedup_vs_paddle_fp32']:.2f}× fp32, {p['speedup_vs_best_peer']:.2f}× best peer"
+        if case["accuracy"]:
+            delta = 100 * (r["metrics"]["acc"] - base["metrics"]["acc"])
+            checks.append(delta >= -1.0)
+            text += f", {delta:+.2f} points"
+        lines.append(f"- {r['name']}: {'met' if all(checks) else 'not met'} ({text})")
+    return lines
+
+
 def render(results):
     m, s = results["machine"], results["settings"]
     lines = ["# Latency benchmark (CPU)", "",
@@ -245,7 +265,7 @@ def render(results):
                 p = r["perf"][b]
                 cells += [f"{p['p50_ms']:.1f}", f"{p['speedup_vs_paddle_fp32']:.2f}", f"{p['speedup_vs_best_peer']:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [""] + goal_lines(case, max(bs, key=int)) + [""]
     lines += ["Rows: `Paddle fp32` is convert.py's model; `PTQ` is run.py's post-training quantization "
               "(QuantPost, 10 batches of 32) of it; `as-is` runs its fake-quant ops in fp32; "
               "`int8 all ops` is `infer.py --int8 --cpu_int8_ops all`; the other Paddle int8 rows are "
@@ -300,6 +320,7 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work", "latency"))
     parser.add_argument("--out_dir", default=HERE, help="where results.json and RESULTS.md go")
+    parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md and the plot from results.json")
     # internal: one peer measurement in a fresh process
     parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     parser.add_argument("--hf_dir", help=argparse.SUPPRESS)
@@ -309,9 +330,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not args.worker and len(args.steps) != len(args.batch_sizes):
         parser.error(f"--steps needs one count per batch size ({len(args.batch_sizes)})")
-    if not args.data_dir:
+    if not args.data_dir and not args.render_only:
         parser.error("pass --data_dir (a GLUE folder with SST-2/dev.tsv) or set GLUE_DIR")
-    args.data_dir = os.path.abspath(args.data_dir)
+    args.data_dir = args.data_dir and os.path.abspath(args.data_dir)
     return args
 
 
@@ -319,6 +340,9 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.render_only:
+        with open(os.path.join(args.out_dir, "results.json")) as f:
+            return write_report(json.load(f), args.out_dir)
     glue.setup_logging()
     from tqdm import tqdm
 
@@ -388,10 +412,15 @@ def main(argv=None):
                "wall_seconds": round(time.perf_counter() - start, 1), "models": cases}
     os.makedirs(args.out_dir, exist_ok=True)
     glue.write_json(os.path.join(args.out_dir, "results.json"), results)
+    return write_report(results, args.out_dir)
+
+
+def write_report(results, out_dir):
+    """RESULTS.md and the plot from results."""
     text = render(results)
-    if plot(results, os.path.join(args.out_dir, "accuracy_vs_latency.png")):
+    if plot(results, os.path.join(out_dir, "accuracy_vs_latency.png")):
         text += "\n![SST-2 dev accuracy against latency](accuracy_vs_latency.png)\n"
-    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
+    with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
         f.write(text)
     print(text)
     return results
