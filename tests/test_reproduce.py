@@ -1,0 +1,40 @@
+"""benchmarks/reproduce.py's tables: averages and the metric goal line, from a results dict."""
+import importlib.util
+import os
+
+import pytest
+
+import glue  # noqa: F401  (loads the system zlib before anything imports paddle)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    # benchmarks/ is not a package: load the script from its path.
+    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "benchmarks", "reproduce.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def task_row(task, base, ptq, qat, ms):
+    def model(metric, p50):
+        return {"metrics": {"headline": metric}, "perf": {"32": {"p50_ms": p50}}}
+
+    return {"task": task, "metric": "acc", "pytorch": {"headline": base}, "seconds": {"finetune": 60.0},
+            "models": {"base": model(base, ms), "prune_ptq": model(ptq, ms / 4), "distill_qat": model(qat, ms / 2)}}
+
+
+def test_render_averages_and_goal(reproduce):
+    results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {"paddlepaddle": "2.6.2"},
+               "command": "python benchmarks/reproduce.py", "stages": ["finetune"],
+               "tasks": [task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0)]}
+    text = reproduce.render(results)
+    # averages: base 70.00, PTQ (79 + 60) / 2 = 69.50, QAT (81 + 58) / 2 = 69.50
+    assert "| average | | 70.00 | 70.00 | 69.50 | 69.50 |" in text
+    assert "- prune + distill, then PTQ: -0.50 points, met" in text
+    assert "- distill + QAT: -0.50 points, met" in text
+    results["tasks"][1]["models"]["distill_qat"]["metrics"]["headline"] = 0.57
+    assert "- distill + QAT: -1.00 points, not met" in reproduce.render(results)
+    assert "| sst-2 | 32 | 400.0 (1.00×) | 100.0 (4.00×) | 200.0 (2.00×) |" in text
