@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random BERT folder and its conversions, built once per session."""
 import hashlib
+import importlib.util
 import os
 
 import numpy as np
@@ -9,6 +10,15 @@ import glue  # noqa: F401  (loads the system zlib before anything imports paddle
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
 SEQ = 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_benchmark(name):
+    """benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(**overrides):

@@ -1,5 +1,4 @@
 """benchmarks/finetune.py on a tiny random BERT and tiny GLUE-layout fixtures (a few steps, CPU)."""
-import importlib.util
 import json
 import os
 
@@ -7,10 +6,9 @@ import numpy as np
 import pytest
 
 import glue  # before transformers/torch: it loads the system zlib
-from conftest import save_tiny_model
+from conftest import load_benchmark, save_tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "benchmarks", "finetune.py")
 
 RESULT_KEYS = {
     "task", "source_model", "train_samples", "train_samples_available", "steps", "epochs", "learning_rate",
@@ -21,11 +19,7 @@ MODEL_FILES = {"config.json", "model.safetensors", "vocab.txt", "tokenizer_confi
 
 @pytest.fixture(scope="module")
 def finetune():
-    # benchmarks/ is not a package: load the script from its path.
-    spec = importlib.util.spec_from_file_location("finetune", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("finetune")
 
 
 def sentence(rng):

@@ -1,21 +1,13 @@
 """benchmarks/reproduce.py's tables: averages and the metric goal line, from a results dict."""
-import importlib.util
-import os
-
 import pytest
 
 import glue  # noqa: F401  (loads the system zlib before anything imports paddle)
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def reproduce():
-    # benchmarks/ is not a package: load the script from its path.
-    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "benchmarks", "reproduce.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reproduce")
 
 
 def task_row(task, base, ptq, qat, ms):
