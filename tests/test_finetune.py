@@ -8,7 +8,6 @@ import pytest
 import glue  # before transformers/torch: it loads the system zlib
 from conftest import load_benchmark, save_tiny_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RESULT_KEYS = {
     "task", "source_model", "train_samples", "train_samples_available", "steps", "epochs", "learning_rate",
