@@ -48,8 +48,15 @@ class InputError(ValueError):
 
 
 def setup_logging(level=logging.INFO):
-    """Configure logging once, from a script's main()."""
+    """Configure logging from a script's main(): one console handler, whatever an import installed.
+
+    File handlers stay: a driver that calls other scripts' main() (benchmarks/reproduce.py) keeps
+    its per-task log file when they set up logging in turn.
+    """
+    files = [h for h in logging.root.handlers if isinstance(h, logging.FileHandler)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for handler in files:
+        logging.root.addHandler(handler)
 
 
 def write_json(path, obj):

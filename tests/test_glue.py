@@ -406,3 +406,21 @@ def test_evaluate_rejects_logits_of_the_wrong_shape(glue_dir, tokenizer):
 
     with pytest.raises(ValueError, match=r"returned shape \(2, 3\) for a batch of 2; rte expects \[2, 2\] logits"):
         glue.evaluate(predict_three_classes, {"dev": features}, "rte", 4, collate)
+
+
+def test_setup_logging_keeps_file_handlers(tmp_path):
+    """A driver's per-task log file survives the called scripts' own setup_logging()."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    handler = logging.FileHandler(tmp_path / "task.log")
+    try:
+        root.addHandler(handler)
+        glue.setup_logging()
+        glue.setup_logging()
+        logging.getLogger("some.script").info("step done")
+        handler.flush()
+        assert (tmp_path / "task.log").read_text().count("step done") == 1
+        assert sum(type(h) is logging.StreamHandler for h in root.handlers) == 1
+    finally:
+        handler.close()
+        root.handlers[:], root.level = saved
