@@ -148,11 +148,62 @@ def check_model(args, tokenizer):
 # ----------------------------------------------------------------------------------------
 # Predictor
 # ----------------------------------------------------------------------------------------
+def dequantized_weights_model(model_path):
+    """The quantized model with its int8 weights turned back into fp32, as (program, params) bytes.
+
+    Works around Paddle 2.6's quant_dequant_mkldnn_pass, which scales a weight along the wrong axis
+    when the weight is square (ConvertFromINT8ToFP32 in quant_dequant_mkldnn_pass.cc takes the
+    conv-filter branch whenever the scale count equals dim 0): PaddleSlim stores matmul weights
+    [in, out] with one scale per output channel, so every q/k/v/output projection of an unpruned
+    BERT got its input rows scaled instead, and the QAT MiniLM lost 1 to 4 points of dev metric
+    under `--int8` (pruned weights, no longer square, were spared). Here each weight's
+    dequantize_linear is applied once, exactly as the fake-quant graph computes it
+    (w_int8 * scale / (2^(bits-1) - 1) along quant_axis), and removed; the pass then has no weight
+    to convert, and oneDNN quantizes the fc weights per output channel itself from these values.
+    Activation quantize/dequantize pairs, and with them the int8 input scales, are left as they are.
+    """
+    import paddle
+
+    paddle.enable_static()
+    try:
+        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+        with paddle.static.scope_guard(scope):
+            program, feed_names, fetch_vars = paddle.static.load_inference_model(model_path, exe)
+            block = program.global_block()
+            for index in reversed(range(len(block.ops))):
+                op = block.ops[index]
+                if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
+                    continue
+                name, out = op.input("X")[0], op.output("Y")[0]
+                weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
+                                             for n in ("X", "Scale", "ZeroPoint"))
+                if np.any(zero_point != 0) or weight.dtype != np.int8:
+                    continue  # not PaddleSlim's symmetric int8 weight: left to Paddle
+                axis = op.attr("quant_axis")
+                shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
+                fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
+                block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
+                scope.find_var(name).get_tensor().set(fp32.astype(np.float32), paddle.CPUPlace())
+                for consumer in block.ops[index + 1:]:
+                    consumer._rename_input(out, name)
+                block._remove_op(index)
+            feeds = [block.var(n) for n in feed_names]
+            return (paddle.static.serialize_program(feeds, fetch_vars, program=program),
+                    paddle.static.serialize_persistables(feeds, fetch_vars, exe, program=program))
+    finally:
+        paddle.disable_static()
+
+
 def make_config(args):
     from paddle import inference
 
     model_file, params_file = model_files(args.model_path)
-    config = inference.Config(model_file, params_file)
+    if args.device == "cpu" and args.enable_mkldnn and args.int8:
+        program, params = dequantized_weights_model(args.model_path)
+        config = inference.Config()
+        config.set_model_buffer(program, len(program), params, len(params))
+    else:
+        config = inference.Config(model_file, params_file)
     config.disable_glog_info()
     if args.device == "gpu":
         config.enable_use_gpu(256, 0)

@@ -124,3 +124,62 @@ def test_cpu_int8_runs_linear_layers_in_int8(ptq_model, data_dir, tmp_path):
     assert (int8.argmax(1) == fake_quant.argmax(1)).mean() >= 0.9
     result = infer.main(base_argv(ptq_model, data_dir, tmp_path) + ["--int8"])
     assert result["precision"] == "int8" and result["cpu_int8_ops"] == ["fc"]
+
+
+
+def skew_square_weight_scales(model_dir, out_prefix):
+    """Copy of a quantized model whose square weights' per-output-channel scales differ by up to 10x,
+    so that scaling along the wrong axis shows (random tiny weights have near-equal scales)."""
+    import paddle
+
+    paddle.enable_static()
+    try:
+        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+        with paddle.static.scope_guard(scope):
+            program, feed_names, fetch_vars = paddle.static.load_inference_model(os.path.join(model_dir, "model"), exe)
+            block = program.global_block()
+            skewed = 0
+            for op in block.ops:
+                weight = block.var(op.input("X")[0]) if op.type == "dequantize_linear" else None
+                if weight is not None and weight.persistable and len(set(weight.shape)) == 1:
+                    tensor = scope.find_var(op.input("Scale")[0]).get_tensor()
+                    scale = np.array(tensor)
+                    tensor.set(scale * np.linspace(0.1, 1.0, scale.size).reshape(scale.shape).astype(np.float32),
+                               paddle.CPUPlace())
+                    skewed += 1
+            paddle.static.save_inference_model(out_prefix, [block.var(n) for n in feed_names], fetch_vars, exe,
+                                               program=program, clip_extra=False)
+    finally:
+        paddle.disable_static()
+    return skewed
+
+
+def test_cpu_int8_dequantizes_square_weights_along_their_output_axis(ptq_model, data_dir, tmp_path):
+    """The workaround for Paddle 2.6's quant_dequant_mkldnn_pass, which scales square weights along
+    the wrong axis (the tiny model's q/k/v/output projections are 32 x 32)."""
+    from paddle import inference
+
+    prefix = str(tmp_path / "skewed" / "model")
+    assert skew_square_weight_scales(ptq_model, prefix) >= 8  # q, k, v, output of both layers
+    feeds = random_feeds(16, SEQ, seed=4)
+    fake_quant = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")[0](feeds)
+
+    program, params = infer.dequantized_weights_model(prefix)
+    exact = inference.Config()
+    exact.set_model_buffer(program, len(program), params, len(params))
+    exact.disable_mkldnn()
+    exact.switch_ir_optim(False)
+    # the fp32 weights are what the fake-quant graph's weight dequantize_linear computes
+    np.testing.assert_allclose(glue.predict_fn(inference.create_predictor(exact))(feeds), fake_quant,
+                               rtol=1e-5, atol=1e-6)
+
+    args = infer.parse_args(base_argv(str(tmp_path / "skewed"), data_dir, tmp_path) + ["--int8"])
+    fixed = glue.predict_fn(inference.create_predictor(infer.make_config(args)))(feeds)
+    paddles = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")  # Paddle's own weight conversion
+    paddles.set_cpu_math_library_num_threads(args.cpu_threads)
+    paddles.enable_mkldnn()
+    paddles.enable_mkldnn_int8({"fc"})
+    unfixed = glue.predict_fn(inference.create_predictor(paddles))(feeds)
+    error, paddle_error = (np.abs(x - fake_quant).mean() for x in (fixed, unfixed))
+    print(f"int8 vs fake quant, mean abs logit difference: {error:.4f} (Paddle's conversion: {paddle_error:.4f})")
+    assert error < paddle_error / 3
