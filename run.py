@@ -282,6 +282,26 @@ def chain_post_quant_to_previous_stage(compressor):
     compressor.single_strategy_compress = single_strategy_compress
 
 
+def regression_prune_loss_per_element():
+    """Let TransformerPrune score the heads of a regression model (STS-B).
+
+    Workaround for PaddleSlim 2.6.0 (auto_compression/transformer_pruner.py, _program_add_mask):
+    for float labels it builds kldiv_loss with reduction "mean", a 0-D loss, and then takes its
+    mean again, whose gradient Paddle 2.6 refuses ("The reduce dim index 0 should be in the
+    range [-dimension(X), dimension(X)]"), so pruning failed before it began. With reduction
+    "none" the mean that follows gives the same loss.
+    """
+    from paddleslim.auto_compression import transformer_pruner
+
+    def kl_div_op(block, logits, labels):
+        loss = block.create_var(name=f"{logits.name}.kl_div_per_element", shape=logits.shape, dtype=logits.dtype)
+        block.append_op(type="kldiv_loss", inputs={"X": logits, "Target": labels}, outputs={"Loss": loss},
+                        attrs={"reduction": "none"})
+        return loss
+
+    transformer_pruner.kl_div_op = kl_div_op
+
+
 def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
     """Run AutoCompression into save_dir; returns the strategies PaddleSlim ran."""
     import paddle
@@ -306,6 +326,7 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
     from paddleslim.quant import post_quant_hpo
 
     post_quant_hpo.emd_loss_init()
+    regression_prune_loss_per_element()
     paddle.enable_static()
     cwd = os.getcwd()
     model_dir = os.path.abspath(gcfg["model_dir"])  # before chdir: a relative --model_dir is the user's cwd's
@@ -314,13 +335,19 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
     scratch = tempfile.mkdtemp(prefix=".run-scratch-", dir=os.path.dirname(save_dir))
     try:
         os.chdir(scratch)
-        compressor = AutoCompression(
-            model_dir=model_dir, model_filename=gcfg["model_filename"],
-            params_filename=gcfg["params_filename"], save_dir=save_dir, config=strategies,
-            train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
-            eval_callback=eval_callback, eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate))
-        chain_post_quant_to_previous_stage(compressor)
-        compressor.compress()
+        # Fresh default programs and names: TransformerPrune creates parameters in the default
+        # startup program, and a second compression in one process (benchmarks/reproduce.py) then
+        # collided with the first one's, e.g. a 2-label head against STS-B's 1-output head.
+        with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()), \
+                paddle.utils.unique_name.guard():
+            compressor = AutoCompression(
+                model_dir=model_dir, model_filename=gcfg["model_filename"],
+                params_filename=gcfg["params_filename"], save_dir=save_dir, config=strategies,
+                train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
+                eval_callback=eval_callback,
+                eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate))
+            chain_post_quant_to_previous_stage(compressor)
+            compressor.compress()
     finally:
         os.chdir(cwd)
         shutil.rmtree(scratch, ignore_errors=True)

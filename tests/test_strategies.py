@@ -100,3 +100,45 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
         assert shapes.count((32, 27)) == 2 and shapes.count((27, 32)) == 2  # FFN: int(37 * 3 / 4) neurons
         heads = [op.attr("shape")[2] for op in block.ops if op.type == "reshape2" and len(op.attr("shape")) == 4]
         assert heads == [3] * 6
+
+
+def write_stsb_fixture(data_dir, n=24, seed=0):
+    """A GLUE-layout STS-B folder (the original 10 columns, float scores) over the tiny vocab."""
+    from conftest import VOCAB
+
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(data_dir, "STS-B")
+    os.makedirs(folder, exist_ok=True)
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore"
+    for split in ("train", "dev"):
+        rows = [header] + [
+            f"{i}\tmain\tx\t2012\t{i:04d}\tnone\tnone\t"
+            + "\t".join(" ".join(VOCAB[j] for j in rng.integers(5, len(VOCAB), size=4)) for _ in range(2))
+            + f"\t{5 * rng.random():.3f}" for i in range(n)]
+        with open(os.path.join(folder, f"{split}.tsv"), "w") as f:
+            f.write("\n".join(rows) + "\n")
+    return str(data_dir)
+
+
+def test_prune_a_regression_model_after_a_classifier_in_one_process(trace_model, tmp_path):
+    """TransformerPrune on STS-B (float labels, a 1-output head), right after an SST-2 pruning in
+    the same process, as benchmarks/reproduce.py runs them: PaddleSlim 2.6 failed on both counts."""
+    import convert
+    from conftest import save_tiny_model
+
+    stsb_model = str(tmp_path / "stsb_model")
+    convert.main(["--model_name_or_path", save_tiny_model(tmp_path / "stsb_hf", num_labels=1), "--method", "trace",
+                  "--max_seq_length", str(SEQ), "--save_dir", stsb_model])
+    glue_dir = write_sst2_fixture(tmp_path / "glue")
+    write_stsb_fixture(glue_dir)
+    prune = {"TransformerPrune": {"pruned_ratio": 0.25}, "Distillation": {"alpha": 1.0, "loss": "l2"},
+             "TrainConfig": {**TRAIN, "train_iter": 2}}
+    for task, model_dir in (("sst-2", trace_model), ("sts-b", stsb_model)):
+        config = write_config(tmp_path / f"{task}.yaml", model_dir, glue_dir, prune)
+        result = run.main(["--config_path", config, "--save_dir", str(tmp_path / f"out-{task}"),
+                           "--set", f"Global.task_name={task}"])
+        assert result["strategies"] == ["transformer_prune_dis"]
+    assert set(result["metrics_after"]) == {"pearson", "spearman", "headline"}
+    block, params = program_of(str(tmp_path / "out-sts-b" / "model"))
+    assert sorted({p.shape for p in params.values() if p.ndim == 2 and p.shape[0] == 32}) == [
+        (32, 1), (32, 24), (32, 27), (32, 32)]  # q/k/v heads and FFN neurons pruned; pooler and head kept
