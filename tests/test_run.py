@@ -75,6 +75,8 @@ def test_shipped_configs_are_valid(trace_model):
      r"\['input_ids', 'attention_mask', 'token_type_ids'\]"),
     (lambda c: c["Global"].update(padding="max"), "Global.padding 'max'; allowed: max_length, longest"),
     (lambda c: c["Global"].update(batch_size=0), "Global.batch_size must be a positive integer"),
+    (lambda c: (c["Global"].update(task_name="stsb"), c.update(Distillation={"loss": "soft_label"})),
+     "Distillation.loss soft_label is always 0 for sts-b, a regression with one output"),
 ])
 def test_bad_config(trace_model, tmp_path, edit, match):
     config = base_config(trace_model)
