@@ -183,7 +183,7 @@ def dequantized_weights_model(model_path):
                 shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
                 fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
                 block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
-                scope.find_var(name).get_tensor().set(fp32.astype(np.float32), paddle.CPUPlace())
+                scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
                 for consumer in block.ops[index + 1:]:
                     consumer._rename_input(out, name)
                 block._remove_op(index)

@@ -179,7 +179,8 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
     for key in ("batch_size", "max_seq_length"):
         if not isinstance(gcfg[key], int) or gcfg[key] < 1:
             raise glue.InputError(f"config {path}: Global.{key} must be a positive integer, got {gcfg[key]!r}")
-    if glue.get_task(gcfg["task_name"]).is_regression and (config.get("Distillation") or {}).get("loss") == "soft_label":
+    distillation = config.get("Distillation") or {}
+    if glue.get_task(gcfg["task_name"]).is_regression and distillation.get("loss") == "soft_label":
         raise glue.InputError(f"config {path}: Distillation.loss soft_label is always 0 for {gcfg['task_name']}, a "
                               "regression with one output (nothing would be distilled): use l2")
 
