@@ -464,6 +464,14 @@ class Collator:
         return self(features)[0]
 
 
+def sample(items, count, seed=0):
+    """A seeded random subset of `count` items, kept in their order (all of them when count is None or larger)."""
+    if count is None or count >= len(items):
+        return list(items)
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), size=count, replace=False))
+    return [items[i] for i in keep]
+
+
 def batches(examples, batch_size, collate, shuffle=False, seed=0, drop_last=False):
     """Yield collate(batch) over a list, in order or shuffled with a fixed seed.
 

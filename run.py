@@ -39,6 +39,7 @@ GLOBAL_KEYS = {
     "padding": "max_length",
     "return_attention_mask": True,
     "data_dir": None,  # None: $GLUE_DIR, else PaddleNLP's download
+    "eval_samples": None,  # None: compression evaluates whole dev splits; N: a seeded sample of N rows each
 }
 
 
@@ -176,9 +177,10 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
     if gcfg["return_attention_mask"] is not True:
         raise glue.InputError(f"config {path}: Global.return_attention_mask must be True: converted models take "
                               "input_ids, attention_mask and token_type_ids")
-    for key in ("batch_size", "max_seq_length"):
-        if not isinstance(gcfg[key], int) or gcfg[key] < 1:
-            raise glue.InputError(f"config {path}: Global.{key} must be a positive integer, got {gcfg[key]!r}")
+    for key in ("batch_size", "max_seq_length", "eval_samples"):  # only eval_samples may be None here
+        value = gcfg[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise glue.InputError(f"config {path}: Global.{key} must be a positive integer, got {value!r}")
     distillation = config.get("Distillation") or {}
     if glue.get_task(gcfg["task_name"]).is_regression and distillation.get("loss") == "soft_label":
         raise glue.InputError(f"config {path}: Distillation.loss soft_label is always 0 for {gcfg['task_name']}, a "
@@ -387,6 +389,9 @@ def main(argv=None):
         print(f"eval {task} {gcfg['model_dir']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return result
 
+    # Compression evaluates the dev set several times (before, every eval_iter steps, after): on a
+    # large one (QQP: 40430 rows) a seeded sample keeps that affordable; --eval scores it whole.
+    dev_features = {split: glue.sample(features, gcfg["eval_samples"]) for split, features in dev_features.items()}
     train_examples = glue.load_split(task, "train", data_dir)
     train_features = glue.convert_examples(train_examples, tokenizer, gcfg["max_seq_length"], task,
                                            desc="tokenize train")
@@ -403,7 +408,8 @@ def main(argv=None):
         after = evaluate_model(work, gcfg, dev_features, collate, desc="eval after")
         result = {"mode": "compress", "model_dir": gcfg["model_dir"], "task_name": task, "strategies": ran,
                   "config": {"Global": gcfg, **strategies}, "metrics_before": before, "metrics_after": after,
-                  "compress_seconds": round(compress_seconds, 2), "train_examples": len(train_features)}
+                  "compress_seconds": round(compress_seconds, 2), "train_examples": len(train_features),
+                  "dev_samples": {split: len(features) for split, features in dev_features.items()}}
         glue.write_json(os.path.join(work, "results.json"), result)
         glue.publish_dir(work, args.save_dir)
     finally:

@@ -167,11 +167,7 @@ def load_model(name_or_path, task, max_seq_length):
 def load_train_examples(data_dir, task, max_train_samples, seed):
     """The train split, or a seeded random subset of it kept in file order; also the full size."""
     examples = glue.read_split(data_dir, task, "train")
-    available = len(examples)
-    if max_train_samples is not None and max_train_samples < available:
-        keep = np.sort(np.random.default_rng(seed).choice(available, size=max_train_samples, replace=False))
-        examples = [examples[i] for i in keep]
-    return examples, available
+    return glue.sample(examples, max_train_samples, seed), len(examples)
 
 
 # ----------------------------------------------------------------------------------------

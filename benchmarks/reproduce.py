@@ -44,6 +44,9 @@ FINETUNE = {
     "qnli": ["--max_train_samples", "8000"],
     "rte": ["--epochs", "3"],
 }
+# Dev rows each compression evaluates (before, every eval_iter steps, after) where the dev set is
+# large; the reported metrics (PyTorch, converted, infer.py) always score the whole dev set.
+EVAL_SAMPLES = {"qqp": 1000, "mnli": 1000, "qnli": 1000}
 # The strategies: shipped config, sections left out (HPO: hours on CPU), overrides beyond the common ones
 QUANT_POST_SETS = ["QuantPost.batch_size=32", "QuantPost.batch_nums=10"]
 STRATEGIES = {
@@ -84,7 +87,7 @@ def strategy_config(task, key, work_dir, train_iter):
     """The shipped config of the strategy, minus the sections it leaves out, in work_dir.
 
     Returns:
-        (config path, --set overrides: batch 32, no origin_metric check, train_iter steps)
+        (config path, --set overrides: batch 32, the task's dev sample, no origin_metric check, train_iter steps)
     """
     import yaml
 
@@ -97,6 +100,8 @@ def strategy_config(task, key, work_dir, train_iter):
     with open(path, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     sets = ["Global.batch_size=32"] + strategy["set"]
+    if task in EVAL_SAMPLES:
+        sets.append(f"Global.eval_samples={EVAL_SAMPLES[task]}")
     if "TrainConfig" in config:
         sets += ["TrainConfig.origin_metric=null", "TrainConfig.epochs=null", f"TrainConfig.train_iter={train_iter}",
                  f"TrainConfig.eval_iter={max(1, train_iter // 2)}"]
@@ -163,6 +168,7 @@ def summarize(task, done):
         if key != "base":
             compressed = done[f"compress_{key}"]["result"]
             entry.update(strategies=compressed["strategies"], metrics_fake_quant=compressed["metrics_after"],
+                         fake_quant_dev_samples=compressed.get("dev_samples"),
                          compress_seconds=compressed["compress_seconds"])
         for name, step in done.items():
             if name.startswith(f"perf_{key}_b"):
@@ -180,11 +186,13 @@ def render(results):
              "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
              f"Command: `{results['command']}`", "",
              "## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", "",
-             "| task | metric | PyTorch | " + " | ".join(labels[k] for k in keys) + " |",
-             "|---|---|---|" + "---|" * len(keys)]
+             "| task | metric | train rows used | PyTorch | " + " | ".join(labels[k] for k in keys) + " |",
+             "|---|---|---|---|" + "---|" * len(keys)]
     sums = {k: [] for k in ["pytorch"] + keys}
     for row in results["tasks"]:
-        cells = [row["task"], row["metric"], f"{100 * row['pytorch']['headline']:.2f}"]
+        tuned = row["finetune"]
+        cells = [row["task"], row["metric"], f"{tuned['train_samples']} of {tuned['train_samples_available']}",
+                 f"{100 * row['pytorch']['headline']:.2f}"]
         sums["pytorch"].append(row["pytorch"]["headline"])
         for k in keys:
             entry = row["models"].get(k)
@@ -193,8 +201,17 @@ def render(results):
                 sums[k].append(entry["metrics"]["headline"])
         lines.append("| " + " | ".join(cells) + " |")
     if len(results["tasks"]) > 1:
-        lines.append("| average | | " + " | ".join(
+        lines.append("| average | | | " + " | ".join(
             f"{100 * sum(v) / len(v):.2f}" if len(v) == len(results["tasks"]) else "–" for v in sums.values()) + " |")
+    tasks = [row["task"] for row in results["tasks"]]
+    partial = [t for t in ("qqp", "qnli", "mnli") if t in tasks]
+    if partial:
+        lines += ["", f"Train files here that are subsets of GLUE's: {', '.join(t.upper() for t in partial)} (see the "
+                  "data folder's SOURCES.md). Every metric above scores the whole dev set."]
+    sampled = {t: n for t, n in results["settings"].get("compression_eval_samples", {}).items() if t in tasks}
+    if sampled:
+        lines.append("The compressions of " + ", ".join(f"{t} ({n} rows)" for t, n in sampled.items())
+                     + " evaluated a seeded dev sample during training (`Global.eval_samples`).")
     lines += ["", f"Goal: the average dev metric of each compressed model within {METRIC_GOAL} point of the base "
               f"(over {len(results['tasks'])} task{'s' if len(results['tasks']) > 1 else ''})."]
     for k in keys[1:]:
@@ -255,6 +272,7 @@ def main(argv=None):
         command = "python benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
         results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
                    "settings": {"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
+                                "compression_eval_samples": EVAL_SAMPLES,
                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}},
                    "stages": [], "tasks": []}
         os.makedirs(args.out_dir, exist_ok=True)

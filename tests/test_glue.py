@@ -294,6 +294,14 @@ def test_batches_keep_or_drop_the_partial_last_batch():
         next(glue.batches(features, 0, collate))
 
 
+def test_sample_is_seeded_and_keeps_order():
+    items = list(range(100))
+    picked = glue.sample(items, 10, seed=3)
+    assert picked == glue.sample(items, 10, seed=3) != glue.sample(items, 10, seed=4)
+    assert len(set(picked)) == 10 and picked == sorted(picked)
+    assert glue.sample(items, None) == glue.sample(items, 1000) == items
+
+
 def test_paddle_feed_loader_yields_feeds_only():
     pytest.importorskip("paddle")
     collate = glue.Collator(["x0", "x1", "x2"], pad_token_id=0, max_seq_length=8)

@@ -15,18 +15,31 @@ def task_row(task, base, ptq, qat, ms):
         return {"metrics": {"headline": metric}, "perf": {"32": {"p50_ms": p50}}}
 
     return {"task": task, "metric": "acc", "pytorch": {"headline": base}, "seconds": {"finetune": 60.0},
+            "finetune": {"train_samples": 800, "train_samples_available": 2490},
             "models": {"base": model(base, ms), "prune_ptq": model(ptq, ms / 4), "distill_qat": model(qat, ms / 2)}}
 
 
 def test_render_averages_and_goal(reproduce):
     results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {"paddlepaddle": "2.6.2"},
                "command": "python benchmarks/reproduce.py", "stages": ["finetune"],
+               "settings": {"compression_eval_samples": {"qqp": 1000, "mnli": 1000}},
                "tasks": [task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0)]}
     text = reproduce.render(results)
+    assert "| sst-2 | acc | 800 of 2490 | 80.00 | 80.00 | 79.00 | 81.00 |" in text
     # averages: base 70.00, PTQ (79 + 60) / 2 = 69.50, QAT (81 + 58) / 2 = 69.50
-    assert "| average | | 70.00 | 70.00 | 69.50 | 69.50 |" in text
+    assert "| average | | | 70.00 | 70.00 | 69.50 | 69.50 |" in text
+    assert "SOURCES.md" not in text and "eval_samples" not in text  # no partial task, no sampled compression
     assert "- prune + distill, then PTQ: -0.50 points, met" in text
     assert "- distill + QAT: -0.50 points, met" in text
     results["tasks"][1]["models"]["distill_qat"]["metrics"]["headline"] = 0.57
     assert "- distill + QAT: -1.00 points, not met" in reproduce.render(results)
     assert "| sst-2 | 32 | 400.0 (1.00×) | 100.0 (4.00×) | 200.0 (2.00×) |" in text
+
+
+def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
+    results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {}, "command": "x",
+               "stages": ["finetune"], "settings": {"compression_eval_samples": {"qqp": 1000, "mnli": 1000}},
+               "tasks": [task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("qqp", 0.80, 0.79, 0.81, 400.0)]}
+    text = reproduce.render(results)
+    assert "Train files here that are subsets of GLUE's: QQP (see" in text
+    assert "The compressions of qqp (1000 rows) evaluated a seeded dev sample" in text

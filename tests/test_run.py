@@ -75,6 +75,7 @@ def test_shipped_configs_are_valid(trace_model):
      r"\['input_ids', 'attention_mask', 'token_type_ids'\]"),
     (lambda c: c["Global"].update(padding="max"), "Global.padding 'max'; allowed: max_length, longest"),
     (lambda c: c["Global"].update(batch_size=0), "Global.batch_size must be a positive integer"),
+    (lambda c: c["Global"].update(eval_samples="all"), "Global.eval_samples must be a positive integer, got 'all'"),
     (lambda c: (c["Global"].update(task_name="stsb"), c.update(Distillation={"loss": "soft_label"})),
      "Distillation.loss soft_label is always 0 for sts-b, a regression with one output"),
 ])

@@ -102,6 +102,16 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
         assert heads == [3] * 6
 
 
+def test_compression_evaluates_a_dev_sample(trace_model, tmp_path):
+    """Global.eval_samples: every evaluation of a compression scores that many dev rows, not all 20."""
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = write_config(tmp_path / "c.yaml", trace_model, data_dir, STRATEGIES["ptq"])
+    result = run.main(["--config_path", config, "--save_dir", str(tmp_path / "out"), "--set", "Global.eval_samples=7"])
+    assert result["dev_samples"] == {"dev": 7}
+    for metrics in (result["metrics_before"], result["metrics_after"]):
+        assert round(metrics["acc"] * 7, 6) == round(metrics["acc"] * 7)  # a count of 7 rows right
+
+
 def write_stsb_fixture(data_dir, n=24, seed=0):
     """A GLUE-layout STS-B folder (the original 10 columns, float scores) over the tiny vocab."""
     from conftest import VOCAB
