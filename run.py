@@ -308,14 +308,34 @@ def regression_prune_loss_per_element():
     transformer_pruner.kl_div_op = kl_div_op
 
 
+def names_after(program):
+    """A unique-name generator whose counters start past every numbered name in `program` (a ProgramDesc).
+
+    Paddle's save_inference_model appends `scale` ops named save_infer_model/scale_<i> to the
+    fetch targets on every save. A model saved once already (every converted model) holds
+    save_infer_model/scale_0.tmp_0; when ACT saves its pruned model with a counter that starts at
+    0, the new scale op writes that same name in place, and PTQ's AddQuantDequantForInferencePass
+    (Paddle 2.6, onnx_format) links the op to its own output: "Generated graph shouldn't contain
+    cycle" (QNLI, whenever the pruned model's first evaluation was its best).
+    """
+    from paddle.base.unique_name import UniqueNameGenerator
+
+    generator = UniqueNameGenerator()
+    for var in program.blocks[0].vars:
+        key, sep, count = var.name.rpartition("_")
+        if sep and count.isdigit():
+            generator.ids[key] = max(generator.ids[key], int(count) + 1)
+    return generator
+
+
 def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
     """Run AutoCompression into save_dir; returns the strategies PaddleSlim ran."""
     import paddle
     from paddleslim.auto_compression import AutoCompression
 
+    program = read_program(os.path.join(gcfg["model_dir"], gcfg["model_filename"]))
     if "TrainConfig" in strategies:
         builder = strategies["TrainConfig"].setdefault("optimizer_builder", {"optimizer": {"type": "SGD"}})
-        program = read_program(os.path.join(gcfg["model_dir"], gcfg["model_filename"]))
         builder["apply_decay_param_fun"] = no_decay_for_vectors(vector_param_names(program))
     task = gcfg["task_name"]
 
@@ -345,7 +365,7 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
         # startup program, and a second compression in one process (benchmarks/reproduce.py) then
         # collided with the first one's, e.g. a 2-label head against STS-B's 1-output head.
         with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()), \
-                paddle.utils.unique_name.guard():
+                paddle.utils.unique_name.guard(names_after(program)):
             compressor = AutoCompression(
                 model_dir=model_dir, model_filename=gcfg["model_filename"],
                 params_filename=gcfg["params_filename"], save_dir=save_dir, config=strategies,
