@@ -395,8 +395,11 @@ def main(argv=None):
     tokenizer = load_tokenizer(gcfg["model_dir"])
     collate = glue.Collator(gcfg["input_names"], tokenizer.pad_token_id, tokenizer.pad_token_type_id,
                             gcfg["max_seq_length"], gcfg["padding"])
-    dev_features = {split: glue.convert_examples(examples, tokenizer, gcfg["max_seq_length"], task,
-                                                 desc=f"tokenize {split}")
+    # Compression evaluates the dev set several times (before, every eval_iter steps, after): on a
+    # large one (QQP: 40430 rows) a seeded sample keeps that affordable; --eval scores it whole.
+    samples = None if args.eval else gcfg["eval_samples"]
+    dev_features = {split: glue.convert_examples(glue.sample(examples, samples), tokenizer, gcfg["max_seq_length"],
+                                                 task, desc=f"tokenize {split}")
                     for split, examples in glue.load_dev_splits(task, data_dir).items()}
 
     start = time.perf_counter()
@@ -409,9 +412,6 @@ def main(argv=None):
         print(f"eval {task} {gcfg['model_dir']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         return result
 
-    # Compression evaluates the dev set several times (before, every eval_iter steps, after): on a
-    # large one (QQP: 40430 rows) a seeded sample keeps that affordable; --eval scores it whole.
-    dev_features = {split: glue.sample(features, gcfg["eval_samples"]) for split, features in dev_features.items()}
     train_examples = glue.load_split(task, "train", data_dir)
     train_features = glue.convert_examples(train_examples, tokenizer, gcfg["max_seq_length"], task,
                                            desc="tokenize train")

@@ -19,11 +19,14 @@ def task_row(task, base, ptq, qat, ms):
             "models": {"base": model(base, ms), "prune_ptq": model(ptq, ms / 4), "distill_qat": model(qat, ms / 2)}}
 
 
+def results_of(*rows):
+    return {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {"paddlepaddle": "2.6.2"},
+            "command": "python benchmarks/reproduce.py", "stages": ["finetune"],
+            "settings": {"compression_eval_samples": {"qqp": 1000, "mnli": 1000}}, "tasks": list(rows)}
+
+
 def test_render_averages_and_goal(reproduce):
-    results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {"paddlepaddle": "2.6.2"},
-               "command": "python benchmarks/reproduce.py", "stages": ["finetune"],
-               "settings": {"compression_eval_samples": {"qqp": 1000, "mnli": 1000}},
-               "tasks": [task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0)]}
+    results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0))
     text = reproduce.render(results)
     assert "| sst-2 | acc | 800 of 2490 | 80.00 | 80.00 | 79.00 | 81.00 |" in text
     # averages: base 70.00, PTQ (79 + 60) / 2 = 69.50, QAT (81 + 58) / 2 = 69.50
@@ -37,9 +40,7 @@ def test_render_averages_and_goal(reproduce):
 
 
 def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
-    results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {}, "command": "x",
-               "stages": ["finetune"], "settings": {"compression_eval_samples": {"qqp": 1000, "mnli": 1000}},
-               "tasks": [task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("qqp", 0.80, 0.79, 0.81, 400.0)]}
-    text = reproduce.render(results)
+    text = reproduce.render(results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0),
+                                       task_row("qqp", 0.80, 0.79, 0.81, 400.0)))
     assert "Train files here that are subsets of GLUE's: QQP (see" in text
     assert "The compressions of qqp (1000 rows) evaluated a seeded dev sample" in text

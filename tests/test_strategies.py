@@ -37,7 +37,8 @@ STRATEGIES = {
     "auto": {"TrainConfig": TRAIN},  # AutoCompression picks the strategy
 }
 EXPECTED = {"distill_qat": ["qat_dis"], "prune_ptq_hpo": ["transformer_prune_dis", "ptq_hpo"],
-            "prune_ptq": ["transformer_prune_dis", "quant_post"], "ptq": ["quant_post"], "auto": ["transformer_prune_dis", "ptq_hpo"]}
+            "prune_ptq": ["transformer_prune_dis", "quant_post"], "ptq": ["quant_post"],
+            "auto": ["transformer_prune_dis", "ptq_hpo"]}
 
 
 def write_config(path, model_dir, data_dir, sections):
