@@ -15,12 +15,11 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
 
+import files
 import glue
 
 logger = logging.getLogger("convert")
@@ -66,21 +65,25 @@ def parse_args(argv=None):
 # PyTorch side
 # ----------------------------------------------------------------------------------------
 def load_bert_config(name_or_path):
-    """The HF config of a BERT-family checkpoint; an InputError for a missing folder or another family."""
+    """The HF config of a BERT-family checkpoint; an InputError for a bad folder or another family."""
     from transformers import AutoConfig
 
-    looks_local = os.path.isabs(name_or_path) or name_or_path.startswith(".") or os.path.exists(name_or_path)
-    if looks_local and not os.path.isdir(name_or_path):
-        raise glue.InputError(f"model folder {name_or_path!r} does not exist: pass a folder holding "
-                              "config.json and the weights of a fine-tuned BERT, or a hub id when online")
-    try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise glue.InputError(f"cannot load a HuggingFace config from {name_or_path!r}: "
-                              f"{str(exc).splitlines()[0]}") from exc
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise glue.InputError(f"{name_or_path!r} is a {config.model_type!r} model; supported: BERT-family "
-                              f"checkpoints (model_type {', '.join(SUPPORTED_MODEL_TYPES)}: BERT cased/uncased, MiniLM)")
+    local = files.hf_model_folder(name_or_path)
+    # The model type comes from config.json itself: transformers guesses one from the folder's
+    # name when the file lacks it (an empty folder named "empty" loads as an "mpt" model).
+    model_type = local.get("model_type") if local is not None else None
+    config = None
+    if local is None or model_type in SUPPORTED_MODEL_TYPES:
+        try:
+            config = AutoConfig.from_pretrained(name_or_path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise glue.InputError(f"cannot load a HuggingFace config from {name_or_path!r}: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        model_type = config.model_type
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        found = f"is a {model_type!r} model" if model_type else "has no model_type in its config.json"
+        raise glue.InputError(f"{name_or_path!r} {found}; supported: BERT-family checkpoints (model_type "
+                              f"{', '.join(SUPPORTED_MODEL_TYPES)}: BERT cased/uncased, MiniLM)")
     return config
 
 
@@ -111,7 +114,13 @@ def load_torch_model(name_or_path, num_labels=None):
     elif num_labels is not None and num_labels != config.num_labels:
         raise glue.InputError(f"{name_or_path!r} already has a {config.num_labels}-label head; "
                               f"drop --num_labels {num_labels}")
-    model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs).eval()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs).eval()
+    except Exception as exc:  # noqa: BLE001  torch, safetensors and pickle each raise their own type
+        if not files.is_local(name_or_path):
+            raise
+        raise glue.InputError(f"cannot load the weights in {name_or_path!r} (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model, tokenizer
 
@@ -566,23 +575,6 @@ def check_parity(wrapper, config, prefix, method, max_seq_length, rng):
     return {"atol": PARITY_ATOL, "max_abs_diff": max(r["max_abs_diff"] for r in report), "checks": report}
 
 
-# ----------------------------------------------------------------------------------------
-# Output folder
-# ----------------------------------------------------------------------------------------
-def check_paths(model_name_or_path, save_dir, overwrite):
-    """Refuse outputs that would touch the input model or clobber a non-empty folder."""
-    save = os.path.realpath(save_dir)
-    if os.path.isdir(model_name_or_path):
-        src = os.path.realpath(model_name_or_path)
-        if save == src or save.startswith(src + os.sep):
-            raise glue.InputError(f"--save_dir {save_dir!r} is inside the input model folder "
-                                  f"{model_name_or_path!r}: choose a folder outside it")
-    if os.path.isfile(save_dir):
-        raise glue.InputError(f"--save_dir {save_dir!r} is a file: choose a folder")
-    if os.path.isdir(save_dir) and os.listdir(save_dir) and not overwrite:
-        raise glue.InputError(f"--save_dir {save_dir!r} is not empty: choose another folder or pass --overwrite")
-
-
 def library_versions():
     import paddle
     import torch
@@ -603,7 +595,8 @@ def main(argv=None):
     args = parse_args(argv)
     glue.setup_logging()
     logger.info("arguments: %s", json.dumps(vars(args)))
-    check_paths(args.model_name_or_path, args.save_dir, args.overwrite)
+    local_input = args.model_name_or_path if files.is_local(args.model_name_or_path) else None
+    save_dir = files.check_save_dir(args.save_dir, inputs=[local_input], overwrite=args.overwrite)
 
     import torch
 
@@ -616,30 +609,26 @@ def main(argv=None):
     wrapper = logits_module(model)
     rng = np.random.default_rng(args.seed)
 
-    parent = os.path.dirname(os.path.abspath(args.save_dir))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".convert-", dir=parent)
-    try:
+    with files.building(save_dir, "convert", args.overwrite) as work:
         start = time.perf_counter()
-        out = os.path.join(work, "out")
-        os.makedirs(out)
         batch = TRACE_BATCH if args.method == "trace" else 2
         example = make_inputs(config, batch, args.max_seq_length, rng)
         logger.info("converting with X2Paddle (%s)", args.method)
         if args.method == "trace":
-            x2p = x2paddle_trace(wrapper, example, os.path.join(work, "x2paddle"))
+            x2p = x2paddle_trace(wrapper, example, os.path.join(work.root, "x2paddle"))
         else:
-            x2p = x2paddle_onnx(wrapper, example, work, args.opset)
+            x2p = x2paddle_onnx(wrapper, example, work.root, args.opset)
         logger.info("rewriting the graph")
-        rewrite_and_save(x2p, os.path.join(out, "model"), args.method, args.max_seq_length)
+        rewrite_and_save(x2p, os.path.join(work.out, "model"), args.method, args.max_seq_length)
         seconds = time.perf_counter() - start
         logger.info("checking parity against PyTorch")
-        parity = check_parity(wrapper, config, os.path.join(out, "model"), args.method, args.max_seq_length, rng)
+        parity = check_parity(wrapper, config, os.path.join(work.out, "model"), args.method, args.max_seq_length,
+                              rng)
         if not parity["max_abs_diff"] <= PARITY_ATOL:
             raise RuntimeError(f"parity check failed: max abs diff {parity['max_abs_diff']:.3g} > {PARITY_ATOL} "
                                f"({parity['checks']}); nothing was written")
-        tokenizer.save_pretrained(out)
-        config.save_pretrained(out)
+        tokenizer.save_pretrained(work.out)
+        config.save_pretrained(work.out)
         seq = args.max_seq_length if args.method == "trace" else -1
         result = {
             "source": args.model_name_or_path,
@@ -652,10 +641,7 @@ def main(argv=None):
             "convert_seconds": round(seconds, 2),
             "versions": library_versions(),
         }
-        glue.write_json(os.path.join(out, "convert.json"), result)
-        glue.publish_dir(out, args.save_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        glue.write_json(os.path.join(work.out, "convert.json"), result)
     print(f"converted {args.model_name_or_path} -> {args.save_dir} ({args.method}): "
           f"max abs diff {parity['max_abs_diff']:.2e} vs PyTorch, {seconds:.1f} s")
     return result

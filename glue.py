@@ -31,6 +31,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
@@ -68,13 +69,37 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `finally` removes what the script made."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
 def cli(main):
-    """Run a script's main(); user errors end as one 'error: ...' line and exit status 2."""
+    """Run a script's main(); user errors end as one 'error: ...' line and exit status 2.
+
+    SIGTERM is handled as SIGINT: the script cleans up its work folders, its output is left as it
+    was (or, when the signal came while publishing, complete) and it exits with 128 + the signal.
+    """
+    # `import paddle` installs C++ signal handlers (paddle/base/framework.py, disable_signal_handler
+    # says so); on SIGTERM Paddle's prints "FatalError: Termination signal" and aborts, so no
+    # `finally` runs. Take SIGINT and SIGTERM back after the import; SIGSEGV keeps Paddle's report.
+    import paddle  # noqa: F401
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         main()
     except (InputError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        signum = e.args[0] if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"error: stopped by {signal.Signals(signum).name}: work folders removed; an output folder holds its "
+              "old or its new result, whole", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
 
 
 # ----------------------------------------------------------------------------- task table
@@ -204,18 +229,6 @@ def headline_metric(task):
 TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "config.json")
 
 
-def publish_dir(work_dir, save_dir):
-    """Move a finished output folder into place, replacing save_dir (callers check --overwrite)."""
-    if os.path.isdir(save_dir):
-        import shutil
-
-        shutil.rmtree(save_dir)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(work_dir, 0o777 & ~umask)  # mkdtemp made it 0700
-    os.replace(work_dir, save_dir)
-
-
 # ----------------------------------------------------------------------------- reading data
 
 
@@ -249,9 +262,12 @@ def _make_example(texts, label):
 def _parse_label(spec, value, where):
     if spec.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
-            raise InputError(f"{where}: {spec.label_column} {value!r} is not a number") from None
+            score = math.nan
+        if not math.isfinite(score):
+            raise InputError(f"{where}: {spec.label_column} {value!r} is not a finite number")
+        return score
     if value not in spec.labels:
         raise InputError(f"{where}: unknown {spec.name} label {value!r}; allowed: {', '.join(spec.labels)}")
     return spec.labels.index(value)
@@ -288,20 +304,34 @@ def read_split(data_dir, task, split):
     # its quote characters (e.g. MRPC's `" The foodservice ...`), so quotes are plain text.
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(rows, []) if spec.has_header else list(spec.columns)
-        missing = [c for c in wanted if c not in header]
-        if missing:
-            raise InputError(f"{path}: missing column(s) {missing}; header has {header}")
-        indices = [header.index(c) for c in wanted]
-        for row in rows:
-            if not row:  # blank line
-                continue
-            where = f"{path}:{rows.line_num}"
-            if len(row) <= max(indices):
-                raise InputError(f"{where}: expected at least {max(indices) + 1} tab-separated fields, got {len(row)}")
-            texts = [row[i] for i in indices[:-1]]
-            examples.append(_make_example(texts, _parse_label(spec, row[indices[-1]], where)))
+        try:
+            header = next(rows, []) if spec.has_header else list(spec.columns)
+            missing = [c for c in wanted if c not in header]
+            if missing:
+                raise InputError(f"{path}: missing column(s) {missing}; header has {header}")
+            indices = [header.index(c) for c in wanted]
+            for row in rows:
+                if not row:  # blank line
+                    continue
+                where = f"{path}:{rows.line_num}"
+                if len(row) <= max(indices):
+                    raise InputError(f"{where}: expected at least {max(indices) + 1} tab-separated fields, "
+                                     f"got {len(row)}")
+                texts = [row[i] for i in indices[:-1]]
+                examples.append(_make_example(texts, _parse_label(spec, row[indices[-1]], where)))
+        except UnicodeDecodeError:
+            raise InputError(f"{path}:{_first_non_utf8_line(path)}: not UTF-8 text; save the file as UTF-8") from None
     return examples
+
+
+def _first_non_utf8_line(path):
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return 0
 
 
 def _download_split(spec, split):
@@ -529,6 +559,17 @@ def predict_fn(predictor):
     return predict
 
 
+def create_predictor(config, what):
+    """paddle.inference.create_predictor, with a model whose weights cannot be read as an InputError."""
+    from paddle import inference
+
+    try:
+        return inference.create_predictor(config)
+    except RuntimeError as exc:  # Paddle reports a short or damaged .pdiparams as a RuntimeError
+        raise InputError(f"cannot load {what} (truncated or corrupt?): {str(exc).strip().splitlines()[0]}; "
+                         "convert or compress the model again") from None
+
+
 def cpu_predictor(model_file, params_file, threads=1):
     """A CPU Paddle Inference predictor with Paddle 2.6's defaults: IR passes and oneDNN on.
 
@@ -540,7 +581,7 @@ def cpu_predictor(model_file, params_file, threads=1):
     config = inference.Config(model_file, params_file)
     config.disable_glog_info()
     config.set_cpu_math_library_num_threads(threads)
-    predictor = inference.create_predictor(config)
+    predictor = create_predictor(config, params_file)
     return predict_fn(predictor), predictor.get_input_names()
 
 

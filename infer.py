@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+import files
 import glue
 
 logger = logging.getLogger("infer")
@@ -31,6 +32,8 @@ DEVICES = ("gpu", "cpu", "xpu")
 # -3.4e38 mask add, then softmax.V) in int8, and a PTQ MiniLM's SST-2 dev accuracy falls from
 # 0.82 to chance (benchmarks/latency/RESULTS.md has the measurements).
 ONEDNN_INT8_OPS = {"fc"}
+# Batches cycled through in --perf mode (and run to collect TensorRT's shape ranges).
+PERF_BATCHES = 8
 
 
 def parse_args(argv=None):
@@ -101,48 +104,58 @@ def precision(args):
 # Model checks
 # ----------------------------------------------------------------------------------------
 def model_files(model_path):
-    files = (model_path + ".pdmodel", model_path + ".pdiparams")
-    missing = [f for f in files if not os.path.isfile(f)]
+    paths = (model_path + ".pdmodel", model_path + ".pdiparams")
+    missing = [f for f in paths if not os.path.isfile(f)]
     if missing:
         raise glue.InputError(f"--model_path {model_path!r}: missing {', '.join(missing)} (pass the path prefix, "
                               "e.g. ./x2paddle_cola/model for ./x2paddle_cola/model.pdmodel)")
-    return files
+    return paths
 
 
-def read_model_facts(model_file):
-    """Feed names and shapes, and the word-embedding vocabulary size, from the program."""
-    from paddle.base.proto import framework_pb2
+def check_device(device):
+    """Refuse a device this Paddle build cannot run on, before it silently falls back to CPU."""
+    import paddle
 
-    program = framework_pb2.ProgramDesc()
-    with open(model_file, "rb") as f:
-        program.ParseFromString(f.read())
-    block = program.blocks[0]
-    shapes = {v.name: list(v.type.lod_tensor.tensor.dims) for v in block.vars
-              if v.type.type == v.type.LOD_TENSOR}
-    feeds = {op.outputs[0].arguments[0]: shapes.get(op.outputs[0].arguments[0]) for op in block.ops
-             if op.type == "feed"}
-    vocab = None
-    for op in block.ops:  # the first embedding lookup reads the word embeddings
-        if op.type in ("lookup_table_v2", "lookup_table"):
-            vocab = shapes[next(i.arguments[0] for i in op.inputs if i.parameter == "W")][0]
-            break
-    return feeds, vocab
+    if device == "gpu" and not paddle.device.is_compiled_with_cuda():
+        raise glue.InputError("--device gpu (the default) needs Paddle's CUDA build (paddlepaddle-gpu); this one is "
+                              "CPU-only: pass --device cpu")
+    if device == "xpu" and not paddle.device.is_compiled_with_xpu():
+        raise glue.InputError("--device xpu needs Paddle's XPU build; this one has no XPU support: pass --device cpu")
 
 
-def check_model(args, tokenizer):
-    model_file, _ = model_files(args.model_path)
-    feeds, vocab = read_model_facts(model_file)
-    if sorted(feeds) != sorted(args.input_names):
-        raise glue.InputError(f"the model's feeds are {sorted(feeds)}, --input_names gives {args.input_names}: "
+def check_model(args):
+    """The model's facts, checked against the flags before anything loads it."""
+    model_file, params_file = model_files(args.model_path)
+    model = files.read_paddle_model(model_file, params_file, what=f"--model_path {args.model_path!r}")
+    if sorted(model.feeds) != sorted(args.input_names):
+        raise glue.InputError(f"the model's feeds are {sorted(model.feeds)}, --input_names gives {args.input_names}: "
                               "pass --input_names in the order input_ids attention_mask token_type_ids")
-    fixed = {shape[1] for shape in feeds.values() if shape and len(shape) == 2 and shape[1] > 0}
-    if fixed and fixed != {args.max_seq_length}:
-        raise glue.InputError(f"the model's sequence length is fixed at {fixed.pop()} (a trace conversion): pass "
-                              f"--max_seq_length with that value, not {args.max_seq_length}")
-    if vocab is not None and len(tokenizer) != vocab:
-        raise glue.InputError(f"the tokenizer from {args.model_name_or_path!r} has {len(tokenizer)} tokens but the "
-                              f"model's word embeddings have {vocab}: pass the model's own tokenizer folder "
+    fixed = model.fixed_seq_length
+    if fixed is not None and fixed != args.max_seq_length:
+        raise glue.InputError(f"the model's sequence length is fixed at {fixed} (a trace conversion): pass "
+                              f"--max_seq_length {fixed}, not {args.max_seq_length}")
+    if args.int8 and not model.quantized:
+        raise glue.InputError(f"--int8 needs a quantized model (one run.py wrote with QuantPost or QuantAware); "
+                              f"{args.model_path} has no quantize/dequantize ops: drop --int8")
+    if model.quantized and not args.int8 and args.device == "cpu":
+        logger.warning("%s is quantized but runs without --int8: its fake-quant ops run in fp32, several times "
+                       "slower than the fp32 model; pass --int8 for the int8 kernels", args.model_path)
+    return model
+
+
+def load_tokenizer(name_or_path, vocab_size):
+    """PaddleNLP's tokenizer from a local folder (checked first) or, online, a hub id."""
+    if files.is_local(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "vocab.txt")):
+        raise glue.InputError(f"tokenizer folder {name_or_path!r} has no vocab.txt: pass the folder convert.py or "
+                              "run.py wrote with --model_name_or_path")
+    from paddlenlp.transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    if vocab_size is not None and len(tokenizer) != vocab_size:
+        raise glue.InputError(f"the tokenizer from {name_or_path!r} has {len(tokenizer)} tokens but the "
+                              f"model's word embeddings have {vocab_size}: pass the model's own tokenizer folder "
                               "with --model_name_or_path")
+    return tokenizer
 
 
 # ----------------------------------------------------------------------------------------
@@ -244,22 +257,20 @@ def create_predictor(args, shape_batches=()):
     shapes, then the TensorRT predictor is built from them (the upstream script collected,
     printed a hint and exited, so its first run measured nothing).
     """
-    from paddle import inference
-
     if not args.use_trt:
-        return glue.predict_fn(inference.create_predictor(make_config(args)))
+        return glue.predict_fn(glue.create_predictor(make_config(args), args.model_path))
     os.makedirs(args.save_dir, exist_ok=True)
     shape_file = os.path.join(args.save_dir, "trt_shape_range.pbtxt")
     logger.info("TensorRT: collecting dynamic shape ranges on %d batches into %s", len(shape_batches), shape_file)
     collect = make_config(args)
     collect.collect_shape_range_info(shape_file)
-    collector = glue.predict_fn(inference.create_predictor(collect))
+    collector = glue.predict_fn(glue.create_predictor(collect, args.model_path))
     for feeds in shape_batches:
         collector(feeds)
     logger.info("TensorRT: building the %s engine with the collected shapes", precision(args))
     config = make_config(args)
     enable_trt(config, args, shape_file)
-    return glue.predict_fn(inference.create_predictor(config))
+    return glue.predict_fn(glue.create_predictor(config, args.model_path))
 
 
 # ----------------------------------------------------------------------------------------
@@ -290,12 +301,12 @@ def main(argv=None):
     args = parse_args(argv)
     glue.setup_logging()
     logger.info("arguments: %s", json.dumps(vars(args)))
-    tokenizer_dir = args.model_name_or_path or os.path.dirname(os.path.abspath(args.model_path))
-    from paddlenlp.transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    args.model_name_or_path = tokenizer_dir
-    check_model(args, tokenizer)
+    if args.device != "cpu":
+        check_device(args.device)
+    model = check_model(args)
+    save_dir = files.check_save_dir(args.save_dir, inputs=[args.model_path + ".pdmodel"], replace=False)
+    args.model_name_or_path = args.model_name_or_path or os.path.dirname(os.path.abspath(args.model_path))
+    tokenizer = load_tokenizer(args.model_name_or_path, model.vocab_size)
 
     task = args.task_name
     dev = glue.load_dev_splits(task, glue.resolve_data_dir(args.data_dir))
@@ -304,7 +315,7 @@ def main(argv=None):
     collate = glue.Collator(args.input_names, tokenizer.pad_token_id, tokenizer.pad_token_type_id,
                             args.max_seq_length, padding="max_length")
     first_batches = list(itertools.islice(glue.batches(next(iter(features.values())), args.batch_size,
-                                                       collate.collate_feeds), 8))
+                                                       collate.collate_feeds), PERF_BATCHES))
     predict = create_predictor(args, shape_batches=first_batches)
 
     setup = {"task_name": task, "model_path": args.model_path, "device": args.device,
@@ -314,8 +325,12 @@ def main(argv=None):
              "mkldnn": bool(args.device == "cpu" and args.enable_mkldnn),
              "cpu_int8_ops": args.cpu_int8_ops if args.int8 and args.device == "cpu" else None}
     if args.perf:
-        full = [b for b in first_batches if len(b[args.input_names[0]]) == args.batch_size] or first_batches
-        result = {"mode": "perf", **setup, **measure(predict, full, args.perf_warmup_steps, args.perf_steps)}
+        # Full batches only: a dev set smaller than PERF_BATCHES batches is repeated to fill them.
+        dev_rows = next(iter(features.values()))
+        rows = list(itertools.islice(itertools.cycle(dev_rows), args.batch_size * PERF_BATCHES))
+        perf_batches = list(glue.batches(rows, args.batch_size, collate.collate_feeds))
+        result = {"mode": "perf", **setup, **measure(predict, perf_batches, args.perf_warmup_steps, args.perf_steps),
+                  "distinct_rows": min(len(dev_rows), len(rows))}
         line = (f"perf {task} {setup['backend']} {setup['precision']} {args.device} batch {args.batch_size} "
                 f"seq {args.max_seq_length}: p50 {result['p50_ms']:.2f} ms/batch, p90 {result['p90_ms']:.2f}, "
                 f"p99 {result['p99_ms']:.2f}, {result['sequences_per_second']:.1f} seq/s")
@@ -323,8 +338,8 @@ def main(argv=None):
         metrics = glue.evaluate(predict, features, task, args.batch_size, collate)
         result = {"mode": "accuracy", **setup, "metrics": metrics}
         line = f"accuracy {task} {args.model_path}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-    os.makedirs(args.save_dir, exist_ok=True)
-    glue.write_json(os.path.join(args.save_dir, "results.json"), result)
+    os.makedirs(save_dir, exist_ok=True)
+    glue.write_json(os.path.join(save_dir, "results.json"), result)
     print(line)
     return result
 

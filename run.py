@@ -16,10 +16,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 
 
+import files
 import glue
 
 logger = logging.getLogger("run")
@@ -73,45 +73,97 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------
 # Config
 # ----------------------------------------------------------------------------------------
+# Strategy keys that count steps, rows or trials: a positive integer (or null for PaddleSlim's default;
+# HyperParameterOptimization.batch_num is a list of them).
+COUNT_KEYS = ("train_iter", "epochs", "eval_iter", "logging_iter", "batch_size", "batch_nums", "batch_num",
+              "max_quant_count")
+
+
 def strategy_sections():
-    """PaddleSlim's config sections and the keys each accepts (its classes' arguments)."""
+    """PaddleSlim's config sections: {section: {key it accepts: PaddleSlim's default}}."""
     from paddleslim.auto_compression import strategy_config
 
     names = list(strategy_config.SUPPORTED_CONFIG) + [strategy_config.TRAIN_CONFIG_NAME]
-    return {name: [p for p in inspect.signature(getattr(strategy_config, name)).parameters if p != "self"]
+    return {name: {p.name: p.default for p in inspect.signature(getattr(strategy_config, name)).parameters.values()
+                   if p.name != "self"}
             for name in names}
 
 
 def apply_overrides(config, overrides, path):
-    for item in overrides:
-        import yaml
+    import yaml
 
+    for item in overrides:
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
             raise glue.InputError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. TrainConfig.train_iter=100")
         if not isinstance(config.get(section, {}), dict):
             raise glue.InputError(f"--set {item!r}: section {section} of {path} is not a mapping")
-        config.setdefault(section, {})[name] = yaml.safe_load(raw)
+        try:
+            config.setdefault(section, {})[name] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise glue.InputError(f"--set {item!r}: the value is not valid YAML "
+                                  f"({str(exc).splitlines()[0]}); quote text, e.g. --set 'Sec.key=\"a: b\"'") from None
 
 
-def read_program(model_file):
-    """The ProgramDesc of a Paddle inference model (no weights loaded)."""
-    from paddle.base.proto import framework_pb2
+def read_yaml(path):
+    import yaml
 
-    program = framework_pb2.ProgramDesc()
-    with open(model_file, "rb") as f:
-        program.ParseFromString(f.read())
-    return program
+    if not os.path.isfile(path):
+        raise glue.InputError(f"config {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except UnicodeDecodeError as exc:
+        raise glue.InputError(f"config {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except yaml.YAMLError as exc:
+        raise glue.InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
 
 
-def feed_names(program):
-    feeds = []
-    for op in program.blocks[0].ops:
-        if op.type == "feed":
-            col = next(a.i for a in op.attrs if a.name == "col")
-            feeds.append((col, op.outputs[0].arguments[0]))
-    return [name for _, name in sorted(feeds)]
+def _is_number_text(value):
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def check_strategy_values(path, sections, config):
+    """Each strategy key's value has the type of PaddleSlim's default for it (a number where it takes a number).
+
+    PaddleSlim checks none of them: `learning_rate: "fast"` fails deep in the optimizer, and a
+    negative `train_iter` silently runs one step.
+    """
+    for name, body in config.items():
+        for key, value in body.items():
+            default = sections[name][key]
+            where = f"config {path}: {name}.{key}"
+            if key in COUNT_KEYS:
+                counts = value if isinstance(default, list) and isinstance(value, list) else [value]  # HPO: a list
+                if any(v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1) for v in counts):
+                    raise glue.InputError(f"{where} must be a positive integer, got {value!r}")
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise glue.InputError(f"{where} must be true or false, got {value!r}")
+            elif isinstance(default, (int, float)) and not (key == "learning_rate" and isinstance(value, dict)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if _is_number_text(value) else ""
+                    raise glue.InputError(f"{where} must be a number, got {value!r}{hint}")
+                if isinstance(default, float):
+                    body[key] = float(value)  # PaddleSlim takes an int learning_rate for a scheduler dict
+    builder = (config.get("TrainConfig") or {}).get("optimizer_builder")
+    if builder is not None:
+        optimizer = builder.get("optimizer") if isinstance(builder, dict) else None
+        if not isinstance(optimizer, dict) or not isinstance(optimizer.get("type"), str):
+            raise glue.InputError(f"config {path}: TrainConfig.optimizer_builder needs optimizer: {{type: SGD | "
+                                  f"Momentum | AdamW ...}}, got {builder!r}")
+        weight_decay = builder.get("weight_decay")
+        if optimizer["type"] == "AdamW" and weight_decay is None:
+            raise glue.InputError(f"config {path}: TrainConfig.optimizer_builder: AdamW needs weight_decay "
+                                  "(Paddle refuses None), e.g. weight_decay: 0.01")
+        if weight_decay is not None and (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float))):
+            raise glue.InputError(f"config {path}: TrainConfig.optimizer_builder.weight_decay must be a number, "
+                                  f"got {weight_decay!r}")
 
 
 def load_config(path, model_dir=None, data_dir=None, overrides=()):
@@ -126,15 +178,7 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
     Raises:
         glue.InputError naming the file, the key, the bad value and what is allowed.
     """
-    import yaml
-
-    if not os.path.isfile(path):
-        raise glue.InputError(f"config {path} does not exist")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        raise glue.InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    config = read_yaml(path)
     if not isinstance(config, dict) or not isinstance(config.get("Global"), dict):
         raise glue.InputError(f"config {path} has no Global section: it needs at least "
                               f"Global.{', Global.'.join(k for k, v in GLOBAL_KEYS.items() if v is REQUIRED)}")
@@ -156,6 +200,7 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
         for key in body:
             if key not in sections[name]:
                 raise glue.InputError(f"config {path}: unknown key {name}.{key}; allowed: {', '.join(sections[name])}")
+    check_strategy_values(path, sections, config)
     for key in gcfg:
         if key not in GLOBAL_KEYS:
             raise glue.InputError(f"config {path}: unknown key Global.{key}; allowed: {', '.join(GLOBAL_KEYS)}")
@@ -191,13 +236,23 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
         if not os.path.isfile(file):
             raise glue.InputError(f"config {path}: Global.{key}: {file} does not exist (Global.model_dir is "
                                   f"{gcfg['model_dir']!r}; convert a model with convert.py, or pass --model_dir)")
-    feeds = feed_names(read_program(os.path.join(gcfg["model_dir"], gcfg["model_filename"])))
+    model = files.read_paddle_model(*model_paths(gcfg), what=f"config {path}: Global.model_dir")
     if gcfg["input_names"] is None:
-        gcfg["input_names"] = feeds
-    if sorted(gcfg["input_names"]) != sorted(feeds):
+        gcfg["input_names"] = model.feeds
+    if sorted(gcfg["input_names"]) != sorted(model.feeds):
         raise glue.InputError(f"config {path}: Global.input_names {gcfg['input_names']} do not match the model's "
-                              f"feed names {feeds}")
+                              f"feed names {model.feeds}")
+    if model.fixed_seq_length not in (None, gcfg["max_seq_length"]):
+        raise glue.InputError(f"config {path}: Global.max_seq_length {gcfg['max_seq_length']}: the model's sequence "
+                              f"length is fixed at {model.fixed_seq_length} (a trace conversion); use that, or "
+                              "convert with --method onnx")
     return gcfg, config
+
+
+def model_paths(gcfg, model_dir=None):
+    """(model file, params file) of Global's model, or of the model in `model_dir`."""
+    folder = model_dir or gcfg["model_dir"]
+    return os.path.join(folder, gcfg["model_filename"]), os.path.join(folder, gcfg["params_filename"])
 
 
 # ----------------------------------------------------------------------------------------
@@ -243,21 +298,9 @@ def vector_param_names(program):
 # ----------------------------------------------------------------------------------------
 def evaluate_model(model_dir, gcfg, dev_features, collate, desc="eval"):
     """The dev metrics of an inference model through a CPU Paddle Inference predictor."""
-    predict, _ = glue.cpu_predictor(os.path.join(model_dir, gcfg["model_filename"]),
-                                    os.path.join(model_dir, gcfg["params_filename"]), threads=os.cpu_count() or 1)
+    predict, _ = glue.cpu_predictor(*model_paths(gcfg, model_dir), threads=os.cpu_count() or 1)
     return glue.evaluate(predict, dev_features, gcfg["task_name"], gcfg["batch_size"], collate,
                          desc=desc)
-
-
-def check_save_dir(save_dir, model_dir, overwrite, must_be_empty=True):
-    save, src = os.path.realpath(save_dir), os.path.realpath(model_dir)
-    if save == src or save.startswith(src + os.sep):
-        raise glue.InputError(f"--save_dir {save_dir!r} is Global.model_dir or inside it: run.py never "
-                              "writes into the input model; choose another folder")
-    if os.path.isfile(save_dir):
-        raise glue.InputError(f"--save_dir {save_dir!r} is a file: choose a folder")
-    if must_be_empty and os.path.isdir(save_dir) and os.listdir(save_dir) and not overwrite:
-        raise glue.InputError(f"--save_dir {save_dir!r} is not empty: choose another folder or pass --overwrite")
 
 
 def check_hpo_dependency(strategies):
@@ -328,12 +371,24 @@ def names_after(program):
     return generator
 
 
-def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
-    """Run AutoCompression into save_dir; returns the strategies PaddleSlim ran."""
+def compress(gcfg, strategies, work, train_features, dev_features, collate):
+    """Run AutoCompression inside `work` (files.Work): the compressed model lands in work.out.
+
+    PaddleSlim gets only paths this script made, relative to its working folder in work.root: a
+    private copy of the model (AutoCompression rewrites model.pdmodel in place,
+    compressor._get_model_info), its save_dir `out`, and room for what HPO leaves in the working
+    folder (quant_model_tmp/, smac3-output_*/). HPO copies its best model with
+    os.system("cp -r quant_model_tmp <save_dir>/...") (paddleslim/quant/post_quant_hpo.py), so a
+    user's path with a space or `;` in it never reaches a shell this way.
+
+    Returns:
+        the strategies PaddleSlim ran.
+    """
     import paddle
     from paddleslim.auto_compression import AutoCompression
 
-    program = read_program(os.path.join(gcfg["model_dir"], gcfg["model_filename"]))
+    model_file, params_file = model_paths(gcfg)
+    program = files.read_program(model_file)
     if "TrainConfig" in strategies:
         builder = strategies["TrainConfig"].setdefault("optimizer_builder", {"optimizer": {"type": "SGD"}})
         builder["apply_decay_param_fun"] = no_decay_for_vectors(vector_param_names(program))
@@ -353,12 +408,16 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
 
     post_quant_hpo.emd_loss_init()
     regression_prune_loss_per_element()
+    # Under paddle.distributed.launch each rank has a folder of its own in the shared work folder
+    # (its model copy, which PaddleSlim rewrites, and its quant_model_tmp); save_dir is shared, as
+    # PaddleSlim's later stages on every rank read the model rank 0 saved.
+    rank, world = distributed_rank()
+    scratch = work.root if world == 1 else os.path.join(work.root, f"rank{rank}")
+    os.makedirs(os.path.join(scratch, "model"))
+    for source in (model_file, params_file):
+        shutil.copy2(source, os.path.join(scratch, "model"))
     paddle.enable_static()
     cwd = os.getcwd()
-    model_dir = os.path.abspath(gcfg["model_dir"])  # before chdir: a relative --model_dir is the user's cwd's
-    # HPO writes quant_model_tmp/ and smac3-output_*/ into the working directory (and leaves
-    # them there when it fails): give it a scratch one instead of the user's.
-    scratch = tempfile.mkdtemp(prefix=".run-scratch-", dir=os.path.dirname(save_dir))
     try:
         os.chdir(scratch)
         # Fresh default programs and names: TransformerPrune creates parameters in the default
@@ -367,8 +426,9 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
         with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()), \
                 paddle.utils.unique_name.guard(names_after(program)):
             compressor = AutoCompression(
-                model_dir=model_dir, model_filename=gcfg["model_filename"],
-                params_filename=gcfg["params_filename"], save_dir=save_dir, config=strategies,
+                model_dir="model", model_filename=gcfg["model_filename"],
+                params_filename=gcfg["params_filename"], save_dir=os.path.relpath(work.out, scratch),
+                config=strategies,
                 train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
                 eval_callback=eval_callback,
                 eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate))
@@ -376,9 +436,30 @@ def compress(gcfg, strategies, save_dir, train_features, dev_features, collate):
             compressor.compress()
     finally:
         os.chdir(cwd)
-        shutil.rmtree(scratch, ignore_errors=True)
         paddle.disable_static()
     return list(compressor._strategy)
+
+
+def distributed_rank():
+    """(rank, world size) under `python -m paddle.distributed.launch`, else (0, 1).
+
+    Read from the variables the launcher sets for each process (what paddle.distributed.get_rank
+    reads too), so that the data shard and the writer are known before Paddle starts.
+    """
+    rank = int(os.environ.get("PADDLE_TRAINER_ID", "0") or 0)
+    world = int(os.environ.get("PADDLE_TRAINERS_NUM", "1") or 1)
+    return rank, world
+
+
+def evaluate_only(gcfg, save_dir, dev_features, collate):
+    start = time.perf_counter()
+    metrics = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate)
+    result = {"mode": "eval", "model_dir": gcfg["model_dir"], "task_name": gcfg["task_name"], "metrics": metrics,
+              "seconds": round(time.perf_counter() - start, 2)}
+    os.makedirs(save_dir, exist_ok=True)
+    glue.write_json(os.path.join(save_dir, "results.json"), result)
+    print(f"eval {gcfg['task_name']} {gcfg['model_dir']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return result
 
 
 def main(argv=None):
@@ -386,12 +467,13 @@ def main(argv=None):
     glue.setup_logging()
     gcfg, strategies = load_config(args.config_path, args.model_dir, args.data_dir, args.set)
     logger.info("effective config: %s", json.dumps({"Global": gcfg, **strategies}, default=str))
-    check_save_dir(args.save_dir, gcfg["model_dir"], args.overwrite, must_be_empty=not args.eval)
+    task = gcfg["task_name"]
+    data_dir = glue.resolve_data_dir(gcfg["data_dir"])
+    save_dir = files.check_save_dir(args.save_dir, inputs=[gcfg["model_dir"], data_dir, args.config_path],
+                                    overwrite=args.overwrite, replace=not args.eval)
     if not args.eval:
         check_hpo_dependency(strategies)
 
-    task = gcfg["task_name"]
-    data_dir = glue.resolve_data_dir(gcfg["data_dir"])
     tokenizer = load_tokenizer(gcfg["model_dir"])
     collate = glue.Collator(gcfg["input_names"], tokenizer.pad_token_id, tokenizer.pad_token_type_id,
                             gcfg["max_seq_length"], gcfg["padding"])
@@ -401,39 +483,32 @@ def main(argv=None):
     dev_features = {split: glue.convert_examples(glue.sample(examples, samples), tokenizer, gcfg["max_seq_length"],
                                                  task, desc=f"tokenize {split}")
                     for split, examples in glue.load_dev_splits(task, data_dir).items()}
-
-    start = time.perf_counter()
     if args.eval:
-        metrics = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate)
-        result = {"mode": "eval", "model_dir": gcfg["model_dir"], "task_name": task, "metrics": metrics,
-                  "seconds": round(time.perf_counter() - start, 2)}
-        os.makedirs(args.save_dir, exist_ok=True)
-        glue.write_json(os.path.join(args.save_dir, "results.json"), result)
-        print(f"eval {task} {gcfg['model_dir']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        return result
+        return evaluate_only(gcfg, save_dir, dev_features, collate)
 
-    train_examples = glue.load_split(task, "train", data_dir)
+    # Under paddle.distributed.launch every GPU runs this script: each trains on its own shard
+    # of the training data, and rank 0 alone evaluates and writes the output.
+    rank, world = distributed_rank()
+    start = time.perf_counter()
+    train_examples = glue.load_split(task, "train", data_dir)[rank::world]
     train_features = glue.convert_examples(train_examples, tokenizer, gcfg["max_seq_length"], task,
                                            desc="tokenize train")
-    before = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate, desc="eval before")
-    parent = os.path.dirname(os.path.abspath(args.save_dir))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".run-", dir=parent)
-    try:
+    before = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate, desc="eval before") if rank == 0 else None
+    with files.building(save_dir, "run", args.overwrite, rank=rank, world_size=world) as work:
         ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate)
+        compress_seconds = time.perf_counter() - start
+        if rank != 0:
+            logger.info("rank %d of %d done; rank 0 writes %s", rank, world, save_dir)
+            return {"mode": "compress", "rank": rank, "world_size": world, "strategies": ran}
         for name in glue.TOKENIZER_FILES + ("tokenizer.json",):
             if os.path.isfile(os.path.join(gcfg["model_dir"], name)):
-                shutil.copy2(os.path.join(gcfg["model_dir"], name), work)
-        compress_seconds = time.perf_counter() - start
-        after = evaluate_model(work, gcfg, dev_features, collate, desc="eval after")
+                shutil.copy2(os.path.join(gcfg["model_dir"], name), work.out)
+        after = evaluate_model(work.out, gcfg, dev_features, collate, desc="eval after")
         result = {"mode": "compress", "model_dir": gcfg["model_dir"], "task_name": task, "strategies": ran,
                   "config": {"Global": gcfg, **strategies}, "metrics_before": before, "metrics_after": after,
                   "compress_seconds": round(compress_seconds, 2), "train_examples": len(train_features),
-                  "dev_samples": {split: len(features) for split, features in dev_features.items()}}
-        glue.write_json(os.path.join(work, "results.json"), result)
-        glue.publish_dir(work, args.save_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+                  "world_size": world, "dev_samples": {split: len(features) for split, features in dev_features.items()}}
+        glue.write_json(os.path.join(work.out, "results.json"), result)
     headline = glue.headline_metric(task)
     print(f"compressed {task} ({' + '.join(ran)}) -> {args.save_dir}: {headline} "
           f"{before['headline']:.4f} -> {after['headline']:.4f} in {compress_seconds:.0f} s")

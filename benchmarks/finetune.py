@@ -21,15 +21,14 @@ import math
 import os
 import platform
 import random
-import shutil
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
 import glue  # noqa: E402
 import convert  # noqa: E402
+import files  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -118,20 +117,6 @@ def check_data_dir(data_dir, spec):
     if missing:
         raise glue.InputError(f"GLUE {spec.name} data not found: no {', '.join(missing)}. Pass a folder in GLUE "
                               f"TSV layout (<dir>/{spec.folder}/train.tsv and dev files) with --data_dir or GLUE_DIR")
-
-
-def check_output_dir(output_dir, model_dir, overwrite):
-    """Refuse an output that is a file, lies inside the input model, or is not empty (without --overwrite)."""
-    out = os.path.realpath(output_dir)
-    if os.path.isdir(model_dir):
-        src = os.path.realpath(model_dir)
-        if out == src or out.startswith(src + os.sep):
-            raise glue.InputError(f"--output_dir {output_dir!r} is inside the input model folder {model_dir!r}: "
-                                  "choose a folder outside it")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise glue.InputError(f"--output_dir {output_dir!r} is a file: choose a folder")
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise glue.InputError(f"--output_dir {output_dir!r} is not empty: choose another folder or pass --overwrite")
 
 
 def load_model(name_or_path, task, max_seq_length):
@@ -281,7 +266,8 @@ def main(argv=None):
                               "<dir>/SST-2/train.tsv and dev.tsv) or set GLUE_DIR")
     spec = glue.get_task(args.task_name)
     check_data_dir(data_dir, spec)
-    check_output_dir(args.output_dir, model_dir, args.overwrite)
+    output_dir = files.check_save_dir(args.output_dir, inputs=[model_dir, data_dir], overwrite=args.overwrite,
+                                      flag="--output_dir")
 
     import torch
 
@@ -358,19 +344,10 @@ def main(argv=None):
         "versions": versions(),
     }
 
-    parent = os.path.dirname(os.path.abspath(args.output_dir))
-    os.makedirs(parent, exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".finetune-", dir=parent)
-    try:
-        model.save_pretrained(work)
-        tokenizer.save_pretrained(work)
-        glue.write_json(os.path.join(work, "finetune.json"), result)
-        os.chmod(work, 0o755)  # mkdtemp makes it private
-        if os.path.isdir(args.output_dir):
-            shutil.rmtree(args.output_dir)
-        os.replace(work, args.output_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with files.building(output_dir, "finetune", args.overwrite) as work:
+        model.save_pretrained(work.out)
+        tokenizer.save_pretrained(work.out)
+        glue.write_json(os.path.join(work.out, "finetune.json"), result)
 
     named = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "headline")
     print(f"fine-tuned {spec.name} on {len(train_features)} examples, {total_steps} steps in {train_seconds:.1f} s: "

@@ -188,6 +188,7 @@ def test_overwrite_replaces_save_dir(tmp_path, tiny_bert):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "convert.json").write_text("{}")  # an earlier output of convert.py
     convert.main(["--model_name_or_path", tiny_bert, "--max_seq_length", "8", "--save_dir", str(out),
                   "--overwrite"])
     assert "old.txt" not in os.listdir(out) and "model.pdmodel" in os.listdir(out)
@@ -197,7 +198,7 @@ def test_overwrite_replaces_save_dir(tmp_path, tiny_bert):
 def test_save_dir_in_input_folder(tmp_path, inside):
     model_dir = save_tiny_model(tmp_path / "model")
     before = folder_digest(model_dir)
-    with pytest.raises(glue.InputError, match="inside the input model folder"):
+    with pytest.raises(glue.InputError, match="contains or lies inside the input"):
         convert.main(["--model_name_or_path", model_dir, "--save_dir", os.path.join(model_dir, inside),
                       "--overwrite"])
     assert folder_digest(model_dir) == before
@@ -209,5 +210,5 @@ def test_cli_prints_one_line(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: model folder") and "does not exist" in last
+    assert last.startswith("error: --model_name_or_path") and "model folder does not exist" in last
     assert "Traceback" not in proc.stderr

@@ -26,3 +26,16 @@ def test_zlib_works_after_paddle_when_glue_comes_first():
                       "assert gzip.decompress(gzip.compress(b'x' * 1000)) == b'x' * 1000\n"
                       "assert zlib.decompress(zlib.compress(b'y' * 99)) == b'y' * 99\nprint('ok')")
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_fleet_strategy_builds_as_paddleslim_builds_it():
+    """What AutoCompression builds for a multi-GPU run (compressor._prepare_fleet_strategy): with
+    protobuf 7.x Paddle 2.6 fails here, `'FieldDescriptor' object has no attribute 'label'`."""
+    proc = run_python("import glue\nfrom paddle.distributed import fleet\n"
+                      "s = fleet.DistributedStrategy()\n"
+                      "s.recompute = True\ns.recompute_configs = {'checkpoints': ['a', 'b']}\n"
+                      "s.amp = True\ns.amp_configs = {'init_loss_scaling': 1024.0, 'custom_white_list': ['matmul']}\n"
+                      "s.sharding = True\ns.sharding_configs = {'sharding_degree': 1}\n"
+                      "assert s.amp_configs['custom_white_list'] == ['matmul']\n"
+                      "assert s.recompute_configs['checkpoints'] == ['a', 'b']\nprint('ok')")
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -12,7 +12,7 @@ import yaml
 
 import glue
 import run
-from conftest import SEQ, random_feeds, write_sst2_fixture
+from conftest import SEQ, folder_digest, random_feeds, write_sst2_fixture
 
 TRAIN = {"train_iter": 3, "eval_iter": 1000, "learning_rate": 1.0e-5, "logging_iter": 1,
          "optimizer_builder": {"optimizer": {"type": "AdamW"}, "weight_decay": 0.01}}
@@ -65,20 +65,36 @@ def program_of(prefix):
     return block, params
 
 
+def stat_digest(folder):
+    """Names, sizes and modification times below folder: PaddleSlim rewrote model.pdmodel in place
+    with nearly the same bytes, so the content alone barely showed it."""
+    return sorted((os.path.relpath(os.path.join(root, n), folder), os.stat(os.path.join(root, n)).st_size,
+                   os.stat(os.path.join(root, n)).st_mtime_ns) for root, _, names in os.walk(folder) for n in names)
+
+
+# A folder name a shell would split and run: HPO copies its best model with os.system("cp -r ...").
+SHELL_BAIT = "my models 'q' \"d\";touch $PWNED;"
+
+
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     method, model_dir, _ = converted
     write_sst2_fixture(tmp_path / "glue")
     monkeypatch.chdir(tmp_path)  # relative paths, as users type them (PaddleSlim runs in a scratch folder)
+    monkeypatch.setenv("PWNED", str(tmp_path / "pwned"))
+    model_before = (folder_digest(model_dir), stat_digest(model_dir))
     config = write_config("config.yaml", os.path.relpath(model_dir), "glue", STRATEGIES[strategy])
-    result = run.main(["--config_path", config, "--save_dir", "out"])
-    save_dir = str(tmp_path / "out")
+    result = run.main(["--config_path", config, "--save_dir", os.path.join(SHELL_BAIT, "out")])
+    save_dir = str(tmp_path / SHELL_BAIT / "out")
 
+    assert (folder_digest(model_dir), stat_digest(model_dir)) == model_before  # the input is never written
+    assert not os.path.exists(tmp_path / "pwned")  # no shell ran the path
     assert result["strategies"] == EXPECTED[strategy]
     assert set(result["metrics_before"]) == set(result["metrics_after"]) == {"acc", "headline"}
     for name in ("model.pdmodel", "model.pdiparams", "results.json", "vocab.txt", "tokenizer_config.json"):
         assert os.path.isfile(os.path.join(save_dir, name)), name
-    assert sorted(os.listdir(tmp_path)) == ["config.yaml", "glue", "out"]  # no work folders left behind
+    assert sorted(os.listdir(tmp_path)) == sorted(["config.yaml", "glue", SHELL_BAIT])  # no scratch left behind
+    assert os.listdir(tmp_path / SHELL_BAIT) == ["out"]  # no work folders left behind
 
     prefix = os.path.join(save_dir, "model")
     predict, _ = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")
