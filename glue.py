@@ -77,19 +77,32 @@ def _interrupt(signum, frame):
     raise Interrupted(signum)
 
 
+_TAKE_SIGNALS = []  # [True] once cli() runs: a script, not a caller that imported main()
+
+
+def take_signals():
+    """Make SIGINT and SIGTERM raise Interrupted again, after an import that changed them.
+
+    `import paddle` installs C++ handlers (on SIGTERM: "FatalError: Termination signal", abort,
+    no `finally` runs); `import paddlenlp` then calls paddle.disable_signal_handler(), which
+    resets SIGTERM to the default, a silent kill (paddlenlp/__init__.py). Call this right after
+    either import; it does nothing unless cli() runs the script.
+    """
+    if _TAKE_SIGNALS:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
+
+
 def cli(main):
     """Run a script's main(); user errors end as one 'error: ...' line and exit status 2.
 
     SIGTERM is handled as SIGINT: the script cleans up its work folders, its output is left as it
     was (or, when the signal came while publishing, complete) and it exits with 128 + the signal.
     """
-    # `import paddle` installs C++ signal handlers (paddle/base/framework.py, disable_signal_handler
-    # says so); on SIGTERM Paddle's prints "FatalError: Termination signal" and aborts, so no
-    # `finally` runs. Take SIGINT and SIGTERM back after the import; SIGSEGV keeps Paddle's report.
-    import paddle  # noqa: F401
+    import paddle  # noqa: F401  (before take_signals: see there)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    _TAKE_SIGNALS.append(True)
+    take_signals()
     try:
         main()
     except (InputError, FileNotFoundError) as e:
@@ -340,6 +353,7 @@ def _download_split(spec, split):
         from paddlenlp.datasets import load_dataset
     except ImportError as e:
         raise ImportError(f"{e}. Fix: pip install -r requirements.txt, or pass --data_dir") from e
+    take_signals()
     try:
         dataset = load_dataset("glue", spec.name, splits=split)
     except (OSError, RuntimeError) as e:
@@ -544,7 +558,21 @@ def paddle_feed_loader(features, batch_size, collator, shuffle=True, drop_last=T
                                 return_list=True, num_workers=0)
 
 
-# ----------------------------------------------------------------------------- Paddle Inference
+# ----------------------------------------------------------------------------- tokenizer and Paddle Inference
+
+
+def load_tokenizer(name_or_path):
+    """PaddleNLP's tokenizer from a model folder (convert.py and run.py put its files next to the
+    model), checked on disk first so that a local path never goes to a hub, or from a hub id."""
+    import files
+
+    if files.is_local(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "vocab.txt")):
+        raise InputError(f"tokenizer folder {name_or_path!r} has no vocab.txt: use a folder written by "
+                         "convert.py or run.py")
+    from paddlenlp.transformers import AutoTokenizer
+
+    take_signals()
+    return AutoTokenizer.from_pretrained(name_or_path)
 
 
 def predict_fn(predictor):

@@ -144,13 +144,8 @@ def check_model(args):
 
 
 def load_tokenizer(name_or_path, vocab_size):
-    """PaddleNLP's tokenizer from a local folder (checked first) or, online, a hub id."""
-    if files.is_local(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "vocab.txt")):
-        raise glue.InputError(f"tokenizer folder {name_or_path!r} has no vocab.txt: pass the folder convert.py or "
-                              "run.py wrote with --model_name_or_path")
-    from paddlenlp.transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    """The tokenizer, checked against the model's vocabulary size."""
+    tokenizer = glue.load_tokenizer(name_or_path)
     if vocab_size is not None and len(tokenizer) != vocab_size:
         raise glue.InputError(f"the tokenizer from {name_or_path!r} has {len(tokenizer)} tokens but the "
                               f"model's word embeddings have {vocab_size}: pass the model's own tokenizer folder "

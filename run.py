@@ -258,16 +258,6 @@ def model_paths(gcfg, model_dir=None):
 # ----------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------
-def load_tokenizer(model_dir):
-    """PaddleNLP's tokenizer from the files convert.py (and this script) put next to the model."""
-    from paddlenlp.transformers import AutoTokenizer
-
-    if not os.path.isfile(os.path.join(model_dir, "vocab.txt")):
-        raise glue.InputError(f"{model_dir} has no tokenizer files (vocab.txt, tokenizer_config.json): "
-                              "use a folder written by convert.py or run.py")
-    return AutoTokenizer.from_pretrained(model_dir)
-
-
 def labelled_batches(features, batch_size, collate):
     """Feeds plus 'label' [batch, 1]: what TransformerPrune and HPO read from eval_dataloader."""
     def loader():
@@ -474,7 +464,7 @@ def main(argv=None):
     if not args.eval:
         check_hpo_dependency(strategies)
 
-    tokenizer = load_tokenizer(gcfg["model_dir"])
+    tokenizer = glue.load_tokenizer(gcfg["model_dir"])
     collate = glue.Collator(gcfg["input_names"], tokenizer.pad_token_id, tokenizer.pad_token_type_id,
                             gcfg["max_seq_length"], gcfg["padding"])
     # Compression evaluates the dev set several times (before, every eval_iter steps, after): on a

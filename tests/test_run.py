@@ -190,5 +190,5 @@ def test_ranks_under_the_distributed_launcher(trace_model, tmp_path, monkeypatch
     assert len(shards["0"]) == len(shards["1"]) == 5
     assert sorted(shards["0"] + shards["1"]) == sorted(
         tuple(f["input_ids"]) for f in glue.convert_examples(glue.read_split(data_dir, "sst-2", "train"),
-                                                             run.load_tokenizer(trace_model), SEQ, "sst-2"))
+                                                             glue.load_tokenizer(trace_model), SEQ, "sst-2"))
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]

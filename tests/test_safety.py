@@ -406,3 +406,24 @@ def test_cli_one_line_for_a_bad_save_dir(model_copy, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert [line for line in proc.stderr.splitlines() if "error" in line.lower()] == [
         "error: --save_dir is empty: name an output folder, e.g. --save_dir output/model"]
+
+
+def test_sigterm_during_compression(trace_model, tmp_path):
+    """SIGTERM while PaddleSlim works in run.py's work folder (its private model copy is there):
+    the input is untouched, nothing is published and nothing hidden is left."""
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = write_yaml(tmp_path / "c.yaml", base_config(trace_model, data_dir, QuantPost={
+        "quantize_op_types": ["matmul_v2"], "batch_size": 4, "batch_nums": 2}))
+    source = folder_digest(trace_model)
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), "--config_path", config, "--save_dir",
+                             str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    private_copy = lambda: any(os.path.isfile(os.path.join(tmp_path, d, "model", "model.pdiparams"))  # noqa: E731
+                               for d in os.listdir(tmp_path) if d.startswith(".run-"))
+    assert wait_for(private_copy, proc), proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "Traceback" not in err and "FatalError" not in err
+    assert folder_digest(trace_model) == source
+    assert sorted(os.listdir(tmp_path)) == ["c.yaml", "glue"]
