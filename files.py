@@ -7,8 +7,8 @@ never handed to a loader that would look it up on a model hub:
 
 Every script that writes a folder (convert.py, run.py, benchmarks/finetune.py) goes through here:
 
-    save_dir = outdir.check_save_dir(args.save_dir, inputs=[model_dir], overwrite=args.overwrite)
-    with outdir.building(save_dir, "convert", args.overwrite) as work:
+    save_dir = files.check_save_dir(args.save_dir, inputs=[model_dir], overwrite=args.overwrite)
+    with files.building(save_dir, "convert", args.overwrite) as work:
         ...write the result into work.out, scratch files anywhere under work.root...
     # the finished work.out now is save_dir; an exception or a signal left save_dir as it was
 
@@ -55,7 +55,7 @@ def is_local(name_or_path):
     slashes, a trailing slash), is local; loaders are never given such a path to look up online.
     """
     text = str(name_or_path)
-    return os.path.exists(text) or not HUB_ID.match(text) or text.startswith(".")
+    return os.path.exists(text) or not HUB_ID.match(text)
 
 
 def read_json_object(path, what):
@@ -258,8 +258,7 @@ def remove_stale_work(parent):
     try:
         names = os.listdir(parent)
     except OSError:
-        return []
-    removed = []
+        return
     for name in names:
         match = WORK_NAME.match(name)
         folder = os.path.join(parent, name)
@@ -274,8 +273,6 @@ def remove_stale_work(parent):
         if not isinstance(owner, dict) or owner.get("pid") != pid or _alive(pid):
             continue
         shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
 
 
 @contextlib.contextmanager
@@ -357,11 +354,10 @@ def publish(out, save_dir, overwrite):
     Without a save_dir (or with an empty one, which rename replaces) this is one rename. A
     non-empty one must be ours and --overwrite given (checked again now: it may have changed
     since the start); it is swapped with `out` in one step, or, where the kernel cannot swap,
-    renamed aside into out's place and `out` renamed in, the two renames one after the other.
+    renamed aside into the work folder and `out` renamed in, one rename after the other.
     """
     if os.path.islink(save_dir) or (os.path.exists(save_dir) and not os.path.isdir(save_dir)):
-        raise InputError(f"{save_dir!r} became a file or symlink while this run worked; "
-                         f"nothing was replaced")
+        raise InputError(f"{save_dir!r} became a file or symlink while this run worked; nothing was replaced")
     if not (os.path.isdir(save_dir) and os.listdir(save_dir)):
         try:
             os.rename(out, save_dir)  # replaces an empty folder; fails on one that was just filled
