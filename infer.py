@@ -24,6 +24,9 @@ import glue
 logger = logging.getLogger("infer")
 
 DEVICES = ("gpu", "cpu", "xpu")
+# paddle: Paddle Inference (every device, TensorRT); openvino: OpenVINO's CPU runtime, which reads
+# Paddle models through its Paddle frontend.
+BACKENDS = ("paddle", "openvino")
 
 # Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), 95%
 # (MiniLM) to 97% (BERT-base) of the FLOPs at sequence length 128. PaddleSlim's onnx_format export
@@ -54,6 +57,11 @@ def parse_args(argv=None):
     parser.add_argument("--int8", action="store_true",
                         help="int8: a TensorRT int8 engine on GPU, oneDNN int8 kernels on CPU (a quantized model)")
     parser.add_argument("--fp16", action="store_true", help="fp16 (GPU only)")
+    parser.add_argument("--backend", choices=BACKENDS, default="paddle",
+                        help="paddle: Paddle Inference (default; the only GPU/TensorRT path); openvino: OpenVINO "
+                             "on CPU, int8 linear layers with --int8")
+    parser.add_argument("--bf16", action="store_true",
+                        help="bf16 (--backend openvino on a CPU with bf16 support, e.g. AMX or AVX-512 BF16)")
     parser.add_argument("--perf", action="store_true", help="measure latency instead of accuracy")
     parser.add_argument("--perf_warmup_steps", type=int, default=20, help="batches run before timing starts")
     parser.add_argument("--perf_steps", type=int, default=100, help="timed batches in --perf mode")
@@ -76,8 +84,12 @@ def parse_args(argv=None):
         args.task_name = glue.canonical_task(args.task_name)
     except glue.InputError as exc:
         parser.error(f"--task_name: {exc}")
-    if args.int8 and args.fp16:
-        parser.error("--int8 and --fp16 exclude each other: pick one precision")
+    if sum((args.int8, args.fp16, args.bf16)) > 1:
+        parser.error("--int8, --fp16 and --bf16 exclude each other: pick one precision")
+    if args.backend == "openvino" and args.device != "cpu":
+        parser.error(f"--backend openvino runs on --device cpu (got --device {args.device})")
+    if args.bf16 and args.backend != "openvino":
+        parser.error("--bf16 needs --backend openvino")
     if args.use_trt and args.device != "gpu":
         parser.error(f"--use_trt needs --device gpu (got --device {args.device})")
     if args.fp16 and args.device != "gpu":
@@ -97,7 +109,7 @@ def parse_args(argv=None):
 
 
 def precision(args):
-    return "int8" if args.int8 else "fp16" if args.fp16 else "fp32"
+    return "int8" if args.int8 else "fp16" if args.fp16 else "bf16" if args.bf16 else "fp32"
 
 
 # ----------------------------------------------------------------------------------------
@@ -137,6 +149,9 @@ def check_model(args):
     if args.int8 and not model.quantized:
         raise glue.InputError(f"--int8 needs a quantized model (one run.py wrote with QuantPost or QuantAware); "
                               f"{args.model_path} has no quantize/dequantize ops: drop --int8")
+    if model.quantized and not args.int8 and args.backend == "openvino":
+        raise glue.InputError(f"{args.model_path} is quantized: pass --int8 (OpenVINO runs its quantize/dequantize "
+                              "ops in int8 whatever the flags say)")
     if model.quantized and not args.int8 and args.device == "cpu":
         logger.warning("%s is quantized but runs without --int8: its fake-quant ops run in fp32, several times "
                        "slower than the fp32 model; pass --int8 for the int8 kernels", args.model_path)
@@ -156,8 +171,43 @@ def load_tokenizer(name_or_path, vocab_size):
 # ----------------------------------------------------------------------------------------
 # Predictor
 # ----------------------------------------------------------------------------------------
-def dequantized_weights_model(model_path):
-    """The quantized model with its int8 weights turned back into fp32, as (program, params) bytes.
+def edited_model(model_path, edit):
+    """Load a Paddle inference model, apply edit(block, scope) to it, and return (program, params) bytes.
+
+    The model on disk is never written: predictors take the edited bytes from memory.
+    """
+    import paddle
+
+    paddle.enable_static()
+    try:
+        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+        with paddle.static.scope_guard(scope):
+            program, feed_names, fetch_vars = paddle.static.load_inference_model(model_path, exe)
+            block = program.global_block()
+            edit(block, scope)
+            program._sync_with_cpp()
+            feeds = [block.var(n) for n in feed_names]
+            return (paddle.static.serialize_program(feeds, fetch_vars, program=program),
+                    paddle.static.serialize_persistables(feeds, fetch_vars, exe, program=program))
+    finally:
+        paddle.disable_static()
+
+
+def _weight_dequantizers(block, scope):
+    """(op, int8 weight, scale) of each dequantize_linear that reads a symmetric int8 weight, last op first."""
+    for index in reversed(range(len(block.ops))):
+        op = block.ops[index]
+        if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
+            continue
+        weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
+                                     for n in ("X", "Scale", "ZeroPoint"))
+        if np.any(zero_point != 0) or weight.dtype != np.int8:
+            continue  # not PaddleSlim's symmetric int8 weight: left to the runtime
+        yield index, op, weight, scale
+
+
+def dequantize_weights(block, scope):
+    """Turn the quantized model's int8 weights back into fp32 (an edited_model edit, for oneDNN).
 
     Works around Paddle 2.6's quant_dequant_mkldnn_pass, which scales a weight along the wrong axis
     when the weight is square (ConvertFromINT8ToFP32 in quant_dequant_mkldnn_pass.cc takes the
@@ -172,34 +222,16 @@ def dequantized_weights_model(model_path):
     """
     import paddle
 
-    paddle.enable_static()
-    try:
-        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(scope):
-            program, feed_names, fetch_vars = paddle.static.load_inference_model(model_path, exe)
-            block = program.global_block()
-            for index in reversed(range(len(block.ops))):
-                op = block.ops[index]
-                if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
-                    continue
-                name, out = op.input("X")[0], op.output("Y")[0]
-                weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
-                                             for n in ("X", "Scale", "ZeroPoint"))
-                if np.any(zero_point != 0) or weight.dtype != np.int8:
-                    continue  # not PaddleSlim's symmetric int8 weight: left to Paddle
-                axis = op.attr("quant_axis")
-                shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
-                fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
-                block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
-                scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
-                for consumer in block.ops[index + 1:]:
-                    consumer._rename_input(out, name)
-                block._remove_op(index)
-            feeds = [block.var(n) for n in feed_names]
-            return (paddle.static.serialize_program(feeds, fetch_vars, program=program),
-                    paddle.static.serialize_persistables(feeds, fetch_vars, exe, program=program))
-    finally:
-        paddle.disable_static()
+    for index, op, weight, scale in _weight_dequantizers(block, scope):
+        name, out = op.input("X")[0], op.output("Y")[0]
+        axis = op.attr("quant_axis")
+        shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
+        fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
+        block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
+        scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
+        for consumer in block.ops[index + 1:]:
+            consumer._rename_input(out, name)
+        block._remove_op(index)
 
 
 def make_config(args):
@@ -207,7 +239,7 @@ def make_config(args):
 
     model_file, params_file = model_files(args.model_path)
     if args.device == "cpu" and args.enable_mkldnn and args.int8:
-        program, params = dequantized_weights_model(args.model_path)
+        program, params = edited_model(args.model_path, dequantize_weights)
         config = inference.Config()
         config.set_model_buffer(program, len(program), params, len(params))
     else:
@@ -269,6 +301,130 @@ def create_predictor(args, shape_batches=()):
 
 
 # ----------------------------------------------------------------------------------------
+# OpenVINO
+# ----------------------------------------------------------------------------------------
+def cpu_flags():
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def has_int8_dot_product(flags):
+    """VNNI or AMX: int8 products summed in 32 bits. Without them (AVX2, plain AVX-512) x86 int8
+    kernels sum pairs of u8*s8 products in 16 bits (vpmaddubsw), which saturates on 8-bit weights."""
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def openvino_int8_edit(seven_bit_weights):
+    """An edited_model edit that makes a PaddleSlim int8 model one OpenVINO reads and runs right in int8.
+
+    What OpenVINO's Paddle frontend does not take as PaddleSlim writes it:
+    - 0-D activation scales in .pdiparams: "dims of scale should not be greater than 2"
+      (src/frontends/paddle/src/op/dequantize_linear.cpp): stored as [1].
+    - quantize/dequantize pairs with only_observer=True, which Paddle runs as identity and OpenVINO
+      quantizes, and pairs around tensors that are not a linear layer's input (attention matmuls,
+      the mask path, whose scale is inf): bypassed, as infer.py's oneDNN path runs only the linear
+      layers in int8. Paddle itself scores the edited model as the original.
+    - seven_bit_weights (CPUs without VNNI/AMX): weights halved to 7 bits with doubled scales, so
+      that the 16-bit pair sums of the int8 kernels cannot saturate (NNCF's "overflow fix").
+    A tensor name can be written twice (PaddleSlim puts an observer pair and a real pair on one
+    LayerNorm output), so a pair's readers are the ops after it up to the next writer of the name.
+    """
+    def edit(block, scope):
+        import paddle
+
+        ops = list(block.ops)
+        for op in ops:
+            if op.type in ("quantize_linear", "dequantize_linear"):
+                tensor = scope.find_var(op.input("Scale")[0]).get_tensor()
+                scale = np.array(tensor)
+                if scale.ndim == 0:
+                    tensor.set(scale.reshape([1]), paddle.CPUPlace())
+        weights = set()  # outputs of the weights' dequantize_linear
+        for _, op, weight, scale in _weight_dequantizers(block, scope):
+            weights.add(op.output("Y")[0])
+            if seven_bit_weights:
+                scope.find_var(op.input("X")[0]).get_tensor().set(
+                    np.round(weight.astype(np.float32) / 2).astype(np.int8), paddle.CPUPlace())
+                scope.find_var(op.input("Scale")[0]).get_tensor().set((scale * 2).astype(np.float32),
+                                                                     paddle.CPUPlace())
+
+        ins = [set(op.input_arg_names) for op in ops]  # kept up to date below: the scans are many
+        outs = [set(op.output_arg_names) for op in ops]
+
+        def readers(start, name):
+            found = []
+            for index in range(start + 1, len(ops)):
+                if name in ins[index]:
+                    found.append(index)
+                if name in outs[index]:
+                    break
+            return found
+
+        def feeds_linear(op, name):
+            return (op.type in ("matmul", "matmul_v2") and op.input("X")[0] == name
+                    and (op.input("Y")[0] in weights or block.var(op.input("Y")[0]).persistable))
+
+        doomed = set()
+        for index, dq in enumerate(ops):
+            if dq.type != "dequantize_linear" or block.var(dq.input("X")[0]).persistable:
+                continue
+            q_index = next(i for i in range(index - 1, -1, -1) if dq.input("X")[0] in outs[i])
+            source, out = ops[q_index].input("X")[0], dq.output("Y")[0]
+            users = readers(index, out)
+            observer = dq.has_attr("only_observer") and dq.attr("only_observer")
+            if not observer and any(feeds_linear(ops[i], out) for i in users):
+                continue
+            for i in users:
+                ops[i]._rename_input(out, source)
+                ins[i] = set(ops[i].input_arg_names)
+            doomed.add(index)
+            if set(readers(q_index, ops[q_index].output("Y")[0])) <= doomed:
+                doomed.add(q_index)
+        for index in sorted(doomed, reverse=True):
+            block._remove_op(index, sync=False)
+    return edit
+
+
+def openvino_predictor(args):
+    """predict(feeds) -> logits through OpenVINO on CPU, and what ran: {'openvino', 'int8_linear_layers', ...}."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise glue.InputError("--backend openvino needs the openvino package: pip install -r requirements.txt") from None
+    core = ov.Core()
+    if args.bf16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise glue.InputError("this CPU has no bf16 support (OpenVINO lists none): drop --bf16")
+    facts = {"openvino": ov.__version__}
+    if args.int8:
+        facts["seven_bit_weights"] = not has_int8_dot_product(cpu_flags())
+        program, params = edited_model(args.model_path, openvino_int8_edit(facts["seven_bit_weights"]))
+        model = core.read_model(model=program, weights=ov.Tensor(np.frombuffer(params, dtype=np.uint8)))
+    else:
+        model = core.read_model(args.model_path + ".pdmodel")
+    # An explicit precision hint: left alone, OpenVINO runs fp32 models in bf16 on AMX CPUs.
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": args.cpu_threads,
+                                                  "PERFORMANCE_HINT": "LATENCY",
+                                                  "INFERENCE_PRECISION_HINT": "bf16" if args.bf16 else "f32"})
+    facts["int8_linear_layers"] = sum(
+        1 for op in compiled.get_runtime_model().get_ordered_ops()
+        if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "MatMul")
+        and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8"))
+    if args.int8 and not facts["int8_linear_layers"]:
+        raise RuntimeError(f"OpenVINO ran no linear layer of {args.model_path} in int8")
+    request = compiled.create_infer_request()
+    names = [port.get_any_name() for port in compiled.inputs]
+
+    def predict(feeds):
+        return np.array(request.infer({name: feeds[name] for name in names})[0])  # a copy: the request reuses it
+
+    return predict, facts
+
+
+# ----------------------------------------------------------------------------------------
 # Modes
 # ----------------------------------------------------------------------------------------
 def measure(predict, batches, warmup_steps, steps):
@@ -311,14 +467,19 @@ def main(argv=None):
                             args.max_seq_length, padding="max_length")
     first_batches = list(itertools.islice(glue.batches(next(iter(features.values())), args.batch_size,
                                                        collate.collate_feeds), PERF_BATCHES))
-    predict = create_predictor(args, shape_batches=first_batches)
+    if args.backend == "openvino":
+        predict, backend_facts = openvino_predictor(args)
+    else:
+        predict, backend_facts = create_predictor(args, shape_batches=first_batches), {}
 
     setup = {"task_name": task, "model_path": args.model_path, "device": args.device,
-             "backend": "paddle-inference" + ("+tensorrt" if args.use_trt else ""),
+             "backend": "openvino" if args.backend == "openvino" else
+             "paddle-inference" + ("+tensorrt" if args.use_trt else ""), **backend_facts,
              "precision": precision(args), "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
              "cpu_threads": args.cpu_threads if args.device == "cpu" else None,
-             "mkldnn": bool(args.device == "cpu" and args.enable_mkldnn),
-             "cpu_int8_ops": args.cpu_int8_ops if args.int8 and args.device == "cpu" else None}
+             "mkldnn": bool(args.backend == "paddle" and args.device == "cpu" and args.enable_mkldnn),
+             "cpu_int8_ops": args.cpu_int8_ops if args.int8 and args.backend == "paddle" and args.device == "cpu"
+             else None}
     if args.perf:
         # Full batches only: a dev set smaller than PERF_BATCHES batches is repeated to fill them.
         dev_rows = next(iter(features.values()))

@@ -164,7 +164,7 @@ def test_cpu_int8_dequantizes_square_weights_along_their_output_axis(ptq_model, 
     feeds = random_feeds(16, SEQ, seed=4)
     fake_quant = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")[0](feeds)
 
-    program, params = infer.dequantized_weights_model(prefix)
+    program, params = infer.edited_model(prefix, infer.dequantize_weights)
     exact = inference.Config()
     exact.set_model_buffer(program, len(program), params, len(params))
     exact.disable_mkldnn()
@@ -214,3 +214,79 @@ def test_gpu_needs_a_cuda_build(trace_model, data_dir, tmp_path):
     argv[argv.index("--device") + 1] = "gpu"
     with pytest.raises(glue.InputError, match="needs Paddle's CUDA build .*pass --device cpu"):
         infer.main(argv)
+
+
+# ---------------------------------------------------------------------------------- --backend openvino
+def test_openvino_backend_scores_as_paddle(converted, data_dir, tmp_path):
+    _, model_dir, _ = converted
+    paddle_result = infer.main(base_argv(model_dir, data_dir, tmp_path / "paddle"))
+    result = infer.main(base_argv(model_dir, data_dir, tmp_path / "openvino") + ["--backend", "openvino"])
+    assert result["backend"] == "openvino" and result["precision"] == "fp32" and result["mkldnn"] is False
+    assert result["int8_linear_layers"] == 0
+    assert result["metrics"] == paddle_result["metrics"]
+
+
+def test_openvino_int8_runs_the_linear_layers_in_int8(ptq_model, data_dir, tmp_path):
+    """OpenVINO reads run.py's PTQ model (edited in memory) and its runtime model runs every linear
+    layer in int8; the logits follow the fake-quant graph, and the accuracy is the Paddle backend's."""
+    args = infer.parse_args(base_argv(ptq_model, data_dir, tmp_path) + ["--backend", "openvino", "--int8"])
+    predict, facts = infer.openvino_predictor(args)
+    assert facts["int8_linear_layers"] == 2 * 6 + 2  # q, k, v, out, 2 FFN per layer; pooler; classifier
+    feeds = random_feeds(16, SEQ, seed=3)
+    fake_quant = glue.cpu_predictor(os.path.join(ptq_model, "model.pdmodel"),
+                                    os.path.join(ptq_model, "model.pdiparams"))[0](feeds)
+    int8 = predict(feeds)
+    assert np.corrcoef(int8.ravel(), fake_quant.ravel())[0, 1] > 0.99
+    assert (int8.argmax(1) == fake_quant.argmax(1)).mean() >= 0.9
+    paddle_int8 = infer.main(base_argv(ptq_model, data_dir, tmp_path / "paddle") + ["--int8"])
+    result = infer.main(base_argv(ptq_model, data_dir, tmp_path / "openvino") + ["--backend", "openvino", "--int8"])
+    assert result["precision"] == "int8" and result["int8_linear_layers"] == 14
+    assert abs(result["metrics"]["acc"] - paddle_int8["metrics"]["acc"]) <= 0.005
+    assert result["seven_bit_weights"] == (not infer.has_int8_dot_product(infer.cpu_flags()))
+
+
+def test_openvino_int8_edit_keeps_paddles_answer(ptq_model):
+    """The edit OpenVINO needs changes nothing Paddle computes beyond dropping the observer and
+    attention quantization (and halving weights to 7 bits where asked)."""
+    from paddle import inference
+
+    feeds = random_feeds(16, SEQ, seed=5)
+    prefix = os.path.join(ptq_model, "model")
+    fake_quant = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")[0](feeds)
+    program, params = infer.edited_model(prefix, infer.openvino_int8_edit(seven_bit_weights=False))
+    config = inference.Config()
+    config.set_model_buffer(program, len(program), params, len(params))
+    config.disable_mkldnn()
+    edited = glue.predict_fn(inference.create_predictor(config))(feeds)
+    assert np.corrcoef(edited.ravel(), fake_quant.ravel())[0, 1] > 0.99
+    assert (edited.argmax(1) == fake_quant.argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "openvino", "--device", "gpu"], "--backend openvino runs on --device cpu"),
+    (["--bf16"], "--bf16 needs --backend openvino"),
+    (["--backend", "openvino", "--bf16", "--int8"], "--int8, --fp16 and --bf16 exclude each other"),
+])
+def test_openvino_flags(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        infer.parse_args(["--model_path", "m", "--device", "cpu"] + flags)
+    assert message in capsys.readouterr().err
+
+
+def test_openvino_refuses_a_quantized_model_without_int8(ptq_model, data_dir, tmp_path):
+    with pytest.raises(glue.InputError, match="is quantized: pass --int8"):
+        infer.main(base_argv(ptq_model, data_dir, tmp_path) + ["--backend", "openvino"])
+
+
+def test_openvino_bf16(trace_model, data_dir, tmp_path):
+    import openvino as ov
+
+    argv = base_argv(trace_model, data_dir, tmp_path) + ["--backend", "openvino", "--bf16"]
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        with pytest.raises(glue.InputError, match="no bf16 support"):
+            infer.main(argv)
+    else:
+        fp32 = infer.main(base_argv(trace_model, data_dir, tmp_path / "fp32") + ["--backend", "openvino"])
+        result = infer.main(argv)
+        assert result["precision"] == "bf16"
+        assert abs(result["metrics"]["acc"] - fp32["metrics"]["acc"]) <= 0.1
