@@ -54,7 +54,7 @@ def test_perf_counts(trace_model, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--int8", "--fp16", "--device", "gpu", "--use_trt"], "--int8 and --fp16 exclude each other"),
+    (["--int8", "--fp16", "--device", "gpu", "--use_trt"], "--int8, --fp16 and --bf16 exclude each other"),
     (["--use_trt"], "--use_trt needs --device gpu"),
     (["--fp16"], "--fp16 needs --device gpu"),
     (["--int8", "--no-enable_mkldnn"], "--int8 on cpu runs oneDNN int8 kernels"),
