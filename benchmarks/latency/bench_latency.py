@@ -478,9 +478,11 @@ def main(argv=None):
                     m["metrics"] = infer_row(path, extra + ["--batch_size", "32"], args, work_dir)["metrics"]
             cache[key] = [row, m]
             glue.write_json(cache_path, cache)
-            m = dict(m)
+            # results name no folder of the machine they were measured on
+            m = {k: os.path.relpath(v, ROOT) if k == "model_path" else v for k, v in m.items()}
             if first:
-                rows.append({"name": row_name, **row, "perf": {}})
+                rows.append({"name": row_name, **{k: os.path.relpath(v, ROOT) if k == "model_dir" else v
+                                                  for k, v in row.items()}, "perf": {}})
                 if "metrics" in m:
                     rows[-1]["metrics"] = m.pop("metrics")
             rows[-1]["perf"][str(b)] = m
