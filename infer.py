@@ -150,8 +150,8 @@ def check_model(args):
         raise glue.InputError(f"--int8 needs a quantized model (one run.py wrote with QuantPost or QuantAware); "
                               f"{args.model_path} has no quantize/dequantize ops: drop --int8")
     if model.quantized and not args.int8 and args.backend == "openvino":
-        raise glue.InputError(f"{args.model_path} is quantized: pass --int8 (OpenVINO runs its quantize/dequantize "
-                              "ops in int8 whatever the flags say)")
+        raise glue.InputError(f"{args.model_path} is quantized: pass --int8 (OpenVINO runs a quantized model "
+                              "in int8 only)")
     if model.quantized and not args.int8 and args.device == "cpu":
         logger.warning("%s is quantized but runs without --int8: its fake-quant ops run in fp32, several times "
                        "slower than the fp32 model; pass --int8 for the int8 kernels", args.model_path)
