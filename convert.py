@@ -21,6 +21,7 @@ import numpy as np
 
 import files
 import glue
+import predictors
 
 logger = logging.getLogger("convert")
 
@@ -562,7 +563,8 @@ def parity_shapes(method, max_seq_length):
 
 
 def check_parity(wrapper, config, prefix, method, max_seq_length, rng):
-    run, feed_names = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")
+    feed_names = files.read_paddle_model(prefix + ".pdmodel").feeds
+    run = predictors.cpu_predictor(prefix)
     if sorted(feed_names) != sorted(INPUT_NAMES):
         raise RuntimeError(f"converted model has feeds {feed_names}, expected {list(INPUT_NAMES)}")
     report = []

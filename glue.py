@@ -558,7 +558,7 @@ def paddle_feed_loader(features, batch_size, collator, shuffle=True, drop_last=T
                                 return_list=True, num_workers=0)
 
 
-# ----------------------------------------------------------------------------- tokenizer and Paddle Inference
+# ----------------------------------------------------------------------------- tokenizer
 
 
 def load_tokenizer(name_or_path):
@@ -573,44 +573,6 @@ def load_tokenizer(name_or_path):
 
     take_signals()
     return AutoTokenizer.from_pretrained(name_or_path)
-
-
-def predict_fn(predictor):
-    """Wrap a paddle.inference predictor as predict(feeds) -> first output, feeding by name."""
-
-    def predict(feeds):
-        for name in predictor.get_input_names():
-            predictor.get_input_handle(name).copy_from_cpu(feeds[name])
-        predictor.run()
-        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-
-    return predict
-
-
-def create_predictor(config, what):
-    """paddle.inference.create_predictor, with a model whose weights cannot be read as an InputError."""
-    from paddle import inference
-
-    try:
-        return inference.create_predictor(config)
-    except RuntimeError as exc:  # Paddle reports a short or damaged .pdiparams as a RuntimeError
-        raise InputError(f"cannot load {what} (truncated or corrupt?): {str(exc).strip().splitlines()[0]}; "
-                         "convert or compress the model again") from None
-
-
-def cpu_predictor(model_file, params_file, threads=1):
-    """A CPU Paddle Inference predictor with Paddle 2.6's defaults: IR passes and oneDNN on.
-
-    Returns:
-        (predict(feeds) -> logits, the model's input names)
-    """
-    from paddle import inference  # lazy: glue is imported by scripts that never predict
-
-    config = inference.Config(model_file, params_file)
-    config.disable_glog_info()
-    config.set_cpu_math_library_num_threads(threads)
-    predictor = create_predictor(config, params_file)
-    return predict_fn(predictor), predictor.get_input_names()
 
 
 # ----------------------------------------------------------------------------- metrics

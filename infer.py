@@ -20,6 +20,7 @@ import numpy as np
 
 import files
 import glue
+import predictors
 
 logger = logging.getLogger("infer")
 
@@ -28,13 +29,6 @@ DEVICES = ("gpu", "cpu", "xpu")
 # Paddle models through its Paddle frontend.
 BACKENDS = ("paddle", "openvino")
 
-# Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), 95%
-# (MiniLM) to 97% (BERT-base) of the FLOPs at sequence length 128. PaddleSlim's onnx_format export
-# puts a quantize/dequantize pair on nearly every tensor; given all of them (enable_mkldnn_int8()
-# with no list), Paddle 2.6 also runs the attention matmuls (Q.K^T fused with the scale and the
-# -3.4e38 mask add, then softmax.V) in int8, and a PTQ MiniLM's SST-2 dev accuracy falls from
-# 0.82 to chance (benchmarks/latency/RESULTS.md has the measurements).
-ONEDNN_INT8_OPS = {"fc"}
 # Batches cycled through in --perf mode (and run to collect TensorRT's shape ranges).
 PERF_BATCHES = 8
 
@@ -71,7 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--enable_mkldnn", action=argparse.BooleanOptionalAction, default=True,
                         help="oneDNN kernels on CPU (Paddle 2.6's default; --no-enable_mkldnn runs MKL and "
                              "native kernels, about 4x slower for BERT)")
-    parser.add_argument("--cpu_int8_ops", nargs="+", default=sorted(ONEDNN_INT8_OPS), metavar="OP_TYPE",
+    parser.add_argument("--cpu_int8_ops", nargs="+", default=sorted(predictors.ONEDNN_INT8_OPS), metavar="OP_TYPE",
                         help="with --int8 on cpu: the op types oneDNN runs in int8 (default: %(default)s; "
                              "`all` lets Paddle quantize every op that has scales, which breaks BERT's attention)")
     parser.add_argument("--input_names", nargs=3, default=list(glue.INPUT_KEYS),
@@ -171,94 +165,20 @@ def load_tokenizer(name_or_path, vocab_size):
 # ----------------------------------------------------------------------------------------
 # Predictor
 # ----------------------------------------------------------------------------------------
-def edited_model(model_path, edit):
-    """Load a Paddle inference model, apply edit(block, scope) to it, and return (program, params) bytes.
-
-    The model on disk is never written: predictors take the edited bytes from memory.
-    """
-    import paddle
-
-    paddle.enable_static()
-    try:
-        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(scope):
-            program, feed_names, fetch_vars = paddle.static.load_inference_model(model_path, exe)
-            block = program.global_block()
-            edit(block, scope)
-            program._sync_with_cpp()
-            feeds = [block.var(n) for n in feed_names]
-            return (paddle.static.serialize_program(feeds, fetch_vars, program=program),
-                    paddle.static.serialize_persistables(feeds, fetch_vars, exe, program=program))
-    finally:
-        paddle.disable_static()
-
-
-def _weight_dequantizers(block, scope):
-    """(op, int8 weight, scale) of each dequantize_linear that reads a symmetric int8 weight, last op first."""
-    for index in reversed(range(len(block.ops))):
-        op = block.ops[index]
-        if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
-            continue
-        weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
-                                     for n in ("X", "Scale", "ZeroPoint"))
-        if np.any(zero_point != 0) or weight.dtype != np.int8:
-            continue  # not PaddleSlim's symmetric int8 weight: left to the runtime
-        yield index, op, weight, scale
-
-
-def dequantize_weights(block, scope):
-    """Turn the quantized model's int8 weights back into fp32 (an edited_model edit, for oneDNN).
-
-    Works around Paddle 2.6's quant_dequant_mkldnn_pass, which scales a weight along the wrong axis
-    when the weight is square (ConvertFromINT8ToFP32 in quant_dequant_mkldnn_pass.cc takes the
-    conv-filter branch whenever the scale count equals dim 0): PaddleSlim stores matmul weights
-    [in, out] with one scale per output channel, so every q/k/v/output projection of an unpruned
-    BERT got its input rows scaled instead, and the QAT MiniLM lost 1 to 4 points of dev metric
-    under `--int8` (pruned weights, no longer square, were spared). Here each weight's
-    dequantize_linear is applied once, exactly as the fake-quant graph computes it
-    (w_int8 * scale / (2^(bits-1) - 1) along quant_axis), and removed; the pass then has no weight
-    to convert, and oneDNN quantizes the fc weights per output channel itself from these values.
-    Activation quantize/dequantize pairs, and with them the int8 input scales, are left as they are.
-    """
-    import paddle
-
-    for index, op, weight, scale in _weight_dequantizers(block, scope):
-        name, out = op.input("X")[0], op.output("Y")[0]
-        axis = op.attr("quant_axis")
-        shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
-        fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
-        block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
-        scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
-        for consumer in block.ops[index + 1:]:
-            consumer._rename_input(out, name)
-        block._remove_op(index)
-
-
 def make_config(args):
     from paddle import inference
 
-    model_file, params_file = model_files(args.model_path)
-    if args.device == "cpu" and args.enable_mkldnn and args.int8:
-        program, params = edited_model(args.model_path, dequantize_weights)
-        config = inference.Config()
-        config.set_model_buffer(program, len(program), params, len(params))
-    else:
-        config = inference.Config(model_file, params_file)
+    if args.device == "cpu":
+        int8_ops = None
+        if args.int8:
+            int8_ops = set() if args.cpu_int8_ops == ["all"] else set(args.cpu_int8_ops)
+        return predictors.cpu_config(args.model_path, args.cpu_threads, args.enable_mkldnn, int8_ops)
+    config = inference.Config(*model_files(args.model_path))
     config.disable_glog_info()
     if args.device == "gpu":
         config.enable_use_gpu(256, 0)
-    elif args.device == "xpu":
-        config.enable_xpu()
     else:
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(args.cpu_threads)
-        if args.enable_mkldnn:
-            config.enable_mkldnn()
-            if args.int8:
-                # folds the model's Q/DQ ops into int8 kernels; an empty set means every op with scales
-                config.enable_mkldnn_int8(set() if args.cpu_int8_ops == ["all"] else set(args.cpu_int8_ops))
-        else:
-            config.disable_mkldnn()
+        config.enable_xpu()
     config.switch_ir_optim(True)
     config.enable_memory_optim()
     return config
@@ -285,19 +205,19 @@ def create_predictor(args, shape_batches=()):
     printed a hint and exited, so its first run measured nothing).
     """
     if not args.use_trt:
-        return glue.predict_fn(glue.create_predictor(make_config(args), args.model_path))
+        return predictors.predict_fn(predictors.create_predictor(make_config(args), args.model_path))
     os.makedirs(args.save_dir, exist_ok=True)
     shape_file = os.path.join(args.save_dir, "trt_shape_range.pbtxt")
     logger.info("TensorRT: collecting dynamic shape ranges on %d batches into %s", len(shape_batches), shape_file)
     collect = make_config(args)
     collect.collect_shape_range_info(shape_file)
-    collector = glue.predict_fn(glue.create_predictor(collect, args.model_path))
+    collector = predictors.predict_fn(predictors.create_predictor(collect, args.model_path))
     for feeds in shape_batches:
         collector(feeds)
     logger.info("TensorRT: building the %s engine with the collected shapes", precision(args))
     config = make_config(args)
     enable_trt(config, args, shape_file)
-    return glue.predict_fn(glue.create_predictor(config, args.model_path))
+    return predictors.predict_fn(predictors.create_predictor(config, args.model_path))
 
 
 # ----------------------------------------------------------------------------------------
@@ -344,7 +264,7 @@ def openvino_int8_edit(seven_bit_weights):
                 if scale.ndim == 0:
                     tensor.set(scale.reshape([1]), paddle.CPUPlace())
         weights = set()  # outputs of the weights' dequantize_linear
-        for _, op, weight, scale in _weight_dequantizers(block, scope):
+        for _, op, weight, scale in predictors.weight_dequantizers(block, scope):
             weights.add(op.output("Y")[0])
             if seven_bit_weights:
                 scope.find_var(op.input("X")[0]).get_tensor().set(
@@ -401,7 +321,7 @@ def openvino_predictor(args):
     facts = {"openvino": ov.__version__}
     if args.int8:
         facts["seven_bit_weights"] = not has_int8_dot_product(cpu_flags())
-        program, params = edited_model(args.model_path, openvino_int8_edit(facts["seven_bit_weights"]))
+        program, params = predictors.edited_model(args.model_path, openvino_int8_edit(facts["seven_bit_weights"]))
         model = core.read_model(model=program, weights=ov.Tensor(np.frombuffer(params, dtype=np.uint8)))
     else:
         model = core.read_model(args.model_path + ".pdmodel")

@@ -21,6 +21,7 @@ import time
 
 import files
 import glue
+import predictors
 
 logger = logging.getLogger("run")
 
@@ -286,11 +287,17 @@ def vector_param_names(program):
 # ----------------------------------------------------------------------------------------
 # Evaluate and compress
 # ----------------------------------------------------------------------------------------
-def evaluate_model(model_dir, gcfg, dev_features, collate, desc="eval"):
-    """The dev metrics of an inference model through a CPU Paddle Inference predictor."""
-    predict, _ = glue.cpu_predictor(*model_paths(gcfg, model_dir), threads=os.cpu_count() or 1)
-    return glue.evaluate(predict, dev_features, gcfg["task_name"], gcfg["batch_size"], collate,
-                         desc=desc)
+def evaluate_model(model, gcfg, dev_features, collate, desc="eval"):
+    """The dev metrics of an inference model (a folder, or bytes in memory) as infer.py deploys it on CPU.
+
+    Returns:
+        (metrics, how they were measured: backend, precision, ...)
+    """
+    what = "the model"
+    if isinstance(model, str):
+        what, model = model, predictors.read_model(*model_paths(gcfg, model))
+    predict, path = predictors.deployed_cpu_predictor(model, threads=os.cpu_count() or 1, what=what)
+    return glue.evaluate(predict, dev_features, gcfg["task_name"], gcfg["batch_size"], collate, desc=desc), path
 
 
 def check_hpo_dependency(strategies):
@@ -385,6 +392,13 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
     task = gcfg["task_name"]
 
     def eval_callback(exe, program, feed_names_, fetch_list):
+        # A quantized model PaddleSlim saved (the final PTQ model, each HPO trial) is scored as it
+        # deploys, with int8 kernels, instead of through its fake-quant ops in fp32 on the executor.
+        if isinstance(program, paddle.static.Program) and predictors.has_int8_weights(
+                program.desc.serialize_to_string()):
+            model = predictors.serialize(program, feed_names_, fetch_list, exe)
+            return evaluate_model(model, gcfg, dev_features, collate)[0]["headline"]
+
         def predict(feeds):
             return exe.run(program, feed={n: feeds[n] for n in feed_names_}, fetch_list=fetch_list)[0]
         return glue.evaluate(predict, dev_features, task, gcfg["batch_size"], collate, desc="eval")["headline"]
@@ -443,8 +457,9 @@ def distributed_rank():
 
 def evaluate_only(gcfg, save_dir, dev_features, collate):
     start = time.perf_counter()
-    metrics = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate)
+    metrics, path = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate)
     result = {"mode": "eval", "model_dir": gcfg["model_dir"], "task_name": gcfg["task_name"], "metrics": metrics,
+              "evaluated_with": path,
               "seconds": round(time.perf_counter() - start, 2)}
     os.makedirs(save_dir, exist_ok=True)
     glue.write_json(os.path.join(save_dir, "results.json"), result)
@@ -483,7 +498,8 @@ def main(argv=None):
     train_examples = glue.load_split(task, "train", data_dir)[rank::world]
     train_features = glue.convert_examples(train_examples, tokenizer, gcfg["max_seq_length"], task,
                                            desc="tokenize train")
-    before = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate, desc="eval before") if rank == 0 else None
+    if rank == 0:
+        before, before_path = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate, desc="eval before")
     with files.building(save_dir, "run", args.overwrite, rank=rank, world_size=world) as work:
         ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate)
         compress_seconds = time.perf_counter() - start
@@ -493,15 +509,17 @@ def main(argv=None):
         for name in glue.TOKENIZER_FILES + ("tokenizer.json",):
             if os.path.isfile(os.path.join(gcfg["model_dir"], name)):
                 shutil.copy2(os.path.join(gcfg["model_dir"], name), work.out)
-        after = evaluate_model(work.out, gcfg, dev_features, collate, desc="eval after")
+        after, after_path = evaluate_model(work.out, gcfg, dev_features, collate, desc="eval after")
         result = {"mode": "compress", "model_dir": gcfg["model_dir"], "task_name": task, "strategies": ran,
                   "config": {"Global": gcfg, **strategies}, "metrics_before": before, "metrics_after": after,
+                  "evaluated_with": {"before": before_path, "after": after_path},
                   "compress_seconds": round(compress_seconds, 2), "train_examples": len(train_features),
                   "world_size": world, "dev_samples": {split: len(features) for split, features in dev_features.items()}}
         glue.write_json(os.path.join(work.out, "results.json"), result)
     headline = glue.headline_metric(task)
     print(f"compressed {task} ({' + '.join(ran)}) -> {args.save_dir}: {headline} "
-          f"{before['headline']:.4f} -> {after['headline']:.4f} in {compress_seconds:.0f} s")
+          f"{before['headline']:.4f} -> {after['headline']:.4f} ({after_path['precision']} on CPU) "
+          f"in {compress_seconds:.0f} s")
     return result
 
 

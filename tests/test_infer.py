@@ -8,6 +8,7 @@ import pytest
 
 import glue
 import infer
+import predictors
 import run
 from conftest import SEQ, random_feeds, save_tiny_model, write_sst2_fixture
 
@@ -116,14 +117,28 @@ def test_cpu_int8_runs_linear_layers_in_int8(ptq_model, data_dir, tmp_path):
     args = infer.parse_args(base_argv(ptq_model, data_dir, tmp_path) + ["--int8"])
     assert args.cpu_int8_ops == ["fc"]
     feeds = random_feeds(16, SEQ, seed=3)
-    fake_quant = glue.cpu_predictor(os.path.join(ptq_model, "model.pdmodel"),
-                                    os.path.join(ptq_model, "model.pdiparams"))[0](feeds)
-    int8 = glue.predict_fn(inference.create_predictor(infer.make_config(args)))(feeds)
+    fake_quant = predictors.cpu_predictor(os.path.join(ptq_model, "model"))(feeds)
+    int8 = predictors.predict_fn(inference.create_predictor(infer.make_config(args)))(feeds)
     # `--cpu_int8_ops all` (attention matmuls in int8 too) gives 0.975 here, and 0.52 accuracy on SST-2
     assert np.corrcoef(int8.ravel(), fake_quant.ravel())[0, 1] > 0.99
     assert (int8.argmax(1) == fake_quant.argmax(1)).mean() >= 0.9
     result = infer.main(base_argv(ptq_model, data_dir, tmp_path) + ["--int8"])
     assert result["precision"] == "int8" and result["cpu_int8_ops"] == ["fc"]
+
+
+def test_run_scores_a_quantized_model_as_infer_deploys_it(ptq_model, data_dir, tmp_path):
+    """run.py's metric after PTQ is infer.py --int8's (the deploy path), not the fake-quant graph's."""
+    with open(os.path.join(ptq_model, "results.json")) as f:
+        compressed = json.load(f)
+    paths = compressed["evaluated_with"]
+    assert paths["before"]["precision"] == "fp32" and paths["before"]["cpu_int8_ops"] is None
+    assert paths["after"] == {"backend": "paddle-inference", "device": "cpu", "precision": "int8",
+                              "cpu_int8_ops": ["fc"]}
+    deployed = infer.main(base_argv(ptq_model, data_dir, tmp_path) + ["--int8"])
+    assert compressed["metrics_after"] == deployed["metrics"]
+    evaluated = run.main(["--config_path", os.path.join(os.path.dirname(ptq_model), "ptq.yaml"), "--eval",
+                          "--model_dir", ptq_model, "--save_dir", str(tmp_path / "eval")])
+    assert evaluated["evaluated_with"]["precision"] == "int8" and evaluated["metrics"] == deployed["metrics"]
 
 
 
@@ -162,24 +177,24 @@ def test_cpu_int8_dequantizes_square_weights_along_their_output_axis(ptq_model, 
     prefix = str(tmp_path / "skewed" / "model")
     assert skew_square_weight_scales(ptq_model, prefix) >= 8  # q, k, v, output of both layers
     feeds = random_feeds(16, SEQ, seed=4)
-    fake_quant = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")[0](feeds)
+    fake_quant = predictors.cpu_predictor(prefix)(feeds)
 
-    program, params = infer.edited_model(prefix, infer.dequantize_weights)
+    program, params = predictors.edited_model(prefix, predictors.dequantize_weights)
     exact = inference.Config()
     exact.set_model_buffer(program, len(program), params, len(params))
     exact.disable_mkldnn()
     exact.switch_ir_optim(False)
     # the fp32 weights are what the fake-quant graph's weight dequantize_linear computes
-    np.testing.assert_allclose(glue.predict_fn(inference.create_predictor(exact))(feeds), fake_quant,
+    np.testing.assert_allclose(predictors.predict_fn(inference.create_predictor(exact))(feeds), fake_quant,
                                rtol=1e-5, atol=1e-6)
 
     args = infer.parse_args(base_argv(str(tmp_path / "skewed"), data_dir, tmp_path) + ["--int8"])
-    fixed = glue.predict_fn(inference.create_predictor(infer.make_config(args)))(feeds)
+    fixed = predictors.predict_fn(inference.create_predictor(infer.make_config(args)))(feeds)
     paddles = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")  # Paddle's own weight conversion
     paddles.set_cpu_math_library_num_threads(args.cpu_threads)
     paddles.enable_mkldnn()
     paddles.enable_mkldnn_int8({"fc"})
-    unfixed = glue.predict_fn(inference.create_predictor(paddles))(feeds)
+    unfixed = predictors.predict_fn(inference.create_predictor(paddles))(feeds)
     error, paddle_error = (np.abs(x - fake_quant).mean() for x in (fixed, unfixed))
     print(f"int8 vs fake quant, mean abs logit difference: {error:.4f} (Paddle's conversion: {paddle_error:.4f})")
     # 3x smaller on AVX-512 VNNI; about 2.9x on an AVX2-only CPU, whose int8 kernels err more themselves
@@ -233,8 +248,7 @@ def test_openvino_int8_runs_the_linear_layers_in_int8(ptq_model, data_dir, tmp_p
     predict, facts = infer.openvino_predictor(args)
     assert facts["int8_linear_layers"] == 2 * 6 + 2  # q, k, v, out, 2 FFN per layer; pooler; classifier
     feeds = random_feeds(16, SEQ, seed=3)
-    fake_quant = glue.cpu_predictor(os.path.join(ptq_model, "model.pdmodel"),
-                                    os.path.join(ptq_model, "model.pdiparams"))[0](feeds)
+    fake_quant = predictors.cpu_predictor(os.path.join(ptq_model, "model"))(feeds)
     int8 = predict(feeds)
     assert np.corrcoef(int8.ravel(), fake_quant.ravel())[0, 1] > 0.99
     assert (int8.argmax(1) == fake_quant.argmax(1)).mean() >= 0.9
@@ -252,12 +266,12 @@ def test_openvino_int8_edit_keeps_paddles_answer(ptq_model):
 
     feeds = random_feeds(16, SEQ, seed=5)
     prefix = os.path.join(ptq_model, "model")
-    fake_quant = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")[0](feeds)
-    program, params = infer.edited_model(prefix, infer.openvino_int8_edit(seven_bit_weights=False))
+    fake_quant = predictors.cpu_predictor(prefix)(feeds)
+    program, params = predictors.edited_model(prefix, infer.openvino_int8_edit(seven_bit_weights=False))
     config = inference.Config()
     config.set_model_buffer(program, len(program), params, len(params))
     config.disable_mkldnn()
-    edited = glue.predict_fn(inference.create_predictor(config))(feeds)
+    edited = predictors.predict_fn(inference.create_predictor(config))(feeds)
     assert np.corrcoef(edited.ravel(), fake_quant.ravel())[0, 1] > 0.99
     assert (edited.argmax(1) == fake_quant.argmax(1)).mean() >= 0.9
 

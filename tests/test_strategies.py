@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import glue
+import predictors
 import run
 from conftest import SEQ, folder_digest, random_feeds, write_sst2_fixture
 
@@ -97,7 +98,7 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     assert os.listdir(tmp_path / SHELL_BAIT) == ["out"]  # no work folders left behind
 
     prefix = os.path.join(save_dir, "model")
-    predict, _ = glue.cpu_predictor(prefix + ".pdmodel", prefix + ".pdiparams")
+    predict = predictors.cpu_predictor(prefix)
     logits = predict(random_feeds(3, SEQ, seed=1))
     assert logits.shape == (3, 2) and np.isfinite(logits).all()
 

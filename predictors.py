@@ -1,0 +1,205 @@
+"""Paddle Inference predictors on CPU, built the way infer.py deploys a model.
+
+Shared by infer.py (--device cpu), run.py (every dev evaluation of a saved model, so that the
+metric it reports is the one users get) and convert.py (its check against PyTorch):
+
+    predict = predictors.cpu_predictor("output/sst2/model", threads=2)   # fp32, oneDNN
+    predict, path = predictors.deployed_cpu_predictor(
+        predictors.read_model("output/sst2/model.pdmodel", "output/sst2/model.pdiparams"))
+    logits = predict({"input_ids": ..., "token_type_ids": ...})
+
+A model is a path prefix (`dir/model` for dir/model.pdmodel + dir/model.pdiparams) or a
+(program bytes, params bytes) pair held in memory.
+"""
+
+import numpy as np
+
+import glue
+
+# Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), 95%
+# (MiniLM) to 97% (BERT-base) of the FLOPs at sequence length 128. PaddleSlim's onnx_format export
+# puts a quantize/dequantize pair on nearly every tensor; given all of them (enable_mkldnn_int8()
+# with no list), Paddle 2.6 also runs the attention matmuls (Q.K^T fused with the scale and the
+# -3.4e38 mask add, then softmax.V) in int8, and a PTQ MiniLM's SST-2 dev accuracy falls to
+# chance (benchmarks/latency/RESULTS.md has the measurements).
+ONEDNN_INT8_OPS = frozenset({"fc"})
+
+
+def read_model(model_file, params_file):
+    """(program bytes, params bytes) of a model's two files."""
+    with open(model_file, "rb") as f:
+        program = f.read()
+    with open(params_file, "rb") as f:
+        return program, f.read()
+
+
+def predict_fn(predictor):
+    """Wrap a paddle.inference predictor as predict(feeds) -> first output, feeding by name."""
+
+    def predict(feeds):
+        for name in predictor.get_input_names():
+            predictor.get_input_handle(name).copy_from_cpu(feeds[name])
+        predictor.run()
+        return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+    return predict
+
+
+def create_predictor(config, what):
+    """paddle.inference.create_predictor, with a model whose weights cannot be read as an InputError."""
+    from paddle import inference
+
+    try:
+        return inference.create_predictor(config)
+    except RuntimeError as exc:  # Paddle reports a short or damaged .pdiparams as a RuntimeError
+        raise glue.InputError(f"cannot load {what} (truncated or corrupt?): {str(exc).strip().splitlines()[0]}; "
+                              "convert or compress the model again") from None
+
+
+# ----------------------------------------------------------------------------------------
+# Models edited in memory
+# ----------------------------------------------------------------------------------------
+def serialize(program, feed_names, fetch_vars, exe):
+    """(program bytes, params bytes) of an inference program whose weights are in the current scope."""
+    import paddle
+
+    feeds = [program.global_block().var(n) for n in feed_names]
+    return (paddle.static.serialize_program(feeds, fetch_vars, program=program),
+            paddle.static.serialize_persistables(feeds, fetch_vars, exe, program=program))
+
+
+def edited_model(model, edit):
+    """Load a model into a scope of its own, apply edit(block, scope) to it, and return its bytes.
+
+    The model on disk is never written: predictors take the edited bytes from memory.
+    """
+    import paddle
+
+    dynamic = paddle.in_dynamic_mode()  # run.py calls this from inside PaddleSlim, in static mode
+    paddle.enable_static()
+    try:
+        scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
+        with paddle.static.scope_guard(scope):
+            if isinstance(model, str):
+                program, feed_names, fetch_vars = paddle.static.load_inference_model(model, exe)
+            else:  # from memory: Paddle 2.6 takes the bytes in place of the file names
+                program, feed_names, fetch_vars = paddle.static.load_inference_model(
+                    None, exe, model_filename=model[0], params_filename=model[1])
+            edit(program.global_block(), scope)
+            program._sync_with_cpp()
+            return serialize(program, feed_names, fetch_vars, exe)
+    finally:
+        if dynamic:
+            paddle.disable_static()
+
+
+def has_int8_weights(program_bytes):
+    """Whether a saved model stores its weights quantized, read by dequantize_linear ops (what
+    QuantPost and QuantAware save): the models `infer.py --int8` runs with oneDNN int8 kernels.
+
+    A fake-quant training graph has its weights pass through quantize_linear first. The
+    ProgramDesc records these weights as fp32; only their tensors are int8.
+    """
+    from paddle.base.proto import framework_pb2
+
+    desc = framework_pb2.ProgramDesc()
+    desc.ParseFromString(program_bytes)
+    block = desc.blocks[0]
+    persistable = {var.name for var in block.vars if var.persistable}
+    return any(op.type == "dequantize_linear" and arg.parameter == "X" and set(arg.arguments) & persistable
+               for op in block.ops for arg in op.inputs)
+
+
+def weight_dequantizers(block, scope):
+    """(op, int8 weight, scale) of each dequantize_linear that reads a symmetric int8 weight, last op first."""
+    for index in reversed(range(len(block.ops))):
+        op = block.ops[index]
+        if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
+            continue
+        weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
+                                     for n in ("X", "Scale", "ZeroPoint"))
+        if np.any(zero_point != 0) or weight.dtype != np.int8:
+            continue  # not PaddleSlim's symmetric int8 weight: left to the runtime
+        yield index, op, weight, scale
+
+
+def dequantize_weights(block, scope):
+    """Turn the quantized model's int8 weights back into fp32 (an edited_model edit, for oneDNN).
+
+    Works around Paddle 2.6's quant_dequant_mkldnn_pass, which scales a weight along the wrong axis
+    when the weight is square (ConvertFromINT8ToFP32 in quant_dequant_mkldnn_pass.cc takes the
+    conv-filter branch whenever the scale count equals dim 0): PaddleSlim stores matmul weights
+    [in, out] with one scale per output channel, so every q/k/v/output projection of an unpruned
+    BERT got its input rows scaled instead, and a QAT MiniLM lost points of dev metric under
+    `--int8` (pruned weights, no longer square, were spared). Here each weight's
+    dequantize_linear is applied once, exactly as the fake-quant graph computes it
+    (w_int8 * scale / (2^(bits-1) - 1) along quant_axis), and removed; the pass then has no weight
+    to convert, and oneDNN quantizes the fc weights per output channel itself from these values.
+    Activation quantize/dequantize pairs, and with them the int8 input scales, are left as they are.
+    """
+    import paddle
+
+    for index, op, weight, scale in weight_dequantizers(block, scope):
+        name, out = op.input("X")[0], op.output("Y")[0]
+        axis = op.attr("quant_axis")
+        shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
+        fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
+        block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
+        scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
+        for consumer in block.ops[index + 1:]:
+            consumer._rename_input(out, name)
+        block._remove_op(index)
+
+
+# ----------------------------------------------------------------------------------------
+# CPU predictors
+# ----------------------------------------------------------------------------------------
+def cpu_config(model, threads, mkldnn=True, int8_ops=None):
+    """A CPU paddle.inference.Config: IR passes on, oneDNN unless mkldnn=False.
+
+    int8_ops: None for fp32; else the op types oneDNN runs in int8 (an empty set: every op with
+    scales), with the weights of the quantized model dequantized first (dequantize_weights).
+    """
+    from paddle import inference
+
+    if int8_ops is not None:
+        model = edited_model(model, dequantize_weights)
+    if isinstance(model, str):
+        config = inference.Config(model + ".pdmodel", model + ".pdiparams")
+    else:
+        config = inference.Config()
+        config.set_model_buffer(model[0], len(model[0]), model[1], len(model[1]))
+    config.disable_glog_info()
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(threads)
+    if mkldnn:
+        config.enable_mkldnn()
+        if int8_ops is not None:  # folds the model's Q/DQ ops into int8 kernels
+            config.enable_mkldnn_int8(set(int8_ops))
+    else:
+        config.disable_mkldnn()
+    config.switch_ir_optim(True)
+    config.enable_memory_optim()
+    return config
+
+
+def cpu_predictor(model, threads=1, int8_ops=None, what=None):
+    """predict(feeds) -> logits through a CPU predictor made by cpu_config."""
+    what = what or (model if isinstance(model, str) else "the model")
+    return predict_fn(create_predictor(cpu_config(model, threads, int8_ops=int8_ops), what))
+
+
+def deployed_cpu_predictor(model, threads=1, what="the model"):
+    """The CPU predictor `infer.py` deploys `model` (program bytes, params bytes) with, and what it runs.
+
+    A model with int8 weights runs as under `infer.py --int8` (oneDNN int8 linear layers), any
+    other in fp32, so a compressed model is scored as users get it, not through its fake-quant
+    ops in fp32 (several times slower, and not what is deployed).
+
+    Returns:
+        (predict, {"backend": ..., "device": "cpu", "precision": ..., "cpu_int8_ops": ... or None})
+    """
+    int8_ops = sorted(ONEDNN_INT8_OPS) if has_int8_weights(model[0]) else None
+    path = {"backend": "paddle-inference", "device": "cpu", "precision": "int8" if int8_ops else "fp32",
+            "cpu_int8_ops": int8_ops}
+    return cpu_predictor(model, threads, int8_ops, what), path
