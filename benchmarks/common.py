@@ -2,6 +2,7 @@
 import os
 import platform
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is not a package: make glue.py, convert.py, ... importable
@@ -37,6 +38,38 @@ def machine():
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
            if f in flags]
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
+
+
+def provenance(results):
+    """The "Machine / Versions / Command" lines of a benchmark's RESULTS.md."""
+    m = results["machine"]
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), Python {m['python']}. "
+            "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".\n\n"
+            f"Command: `{results['command']}`")
+
+
+def run_script(argv, log_file):
+    """A Python script of this project in its own process, its output to log_file.
+
+    Returns:
+        (the results.json it wrote into its --save_dir, wall seconds, peak resident memory in MB)
+    """
+    import json
+    import subprocess
+
+    start = time.perf_counter()
+    with open(log_file, "w") as log:
+        process = subprocess.Popen([sys.executable] + list(argv), stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = round(time.perf_counter() - start, 1)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        with open(log_file, errors="replace") as f:
+            tail = f.read()[-3000:]
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {process.returncode}), log {log_file}:\n{tail}")
+    save_dir = argv[argv.index("--save_dir") + 1]
+    with open(os.path.join(save_dir, "results.json")) as f:
+        return json.load(f), seconds, round(usage.ru_maxrss / 1024, 1)  # ru_maxrss: KB on Linux
 
 
 def run_infer(task, model_dir, infer_args, save_dir):

@@ -49,7 +49,7 @@ def test_eval_flag_rejects_other_values(capsys):
 def test_shipped_configs_are_valid(trace_model):
     """Every file in configs/ passes the loader (pointed at a real model), one per task and strategy."""
     names = sorted(os.listdir(os.path.join(ROOT, "configs")))
-    assert len(names) == 2 * len(glue.TASKS)
+    assert len(names) == 3 * len(glue.TASKS)
     tasks = set()
     for name in names:
         gcfg, sections = run.load_config(os.path.join(ROOT, "configs", name), model_dir=trace_model,
@@ -58,6 +58,8 @@ def test_shipped_configs_are_valid(trace_model):
         assert gcfg["input_names"] == list(convert.INPUT_NAMES)
         if name.endswith("_prune_ptq.yaml"):
             assert {"TransformerPrune", "Distillation", "QuantPost", "HyperParameterOptimization"} <= set(sections)
+        elif name.endswith("_ptq.yaml"):
+            assert set(sections) == {"QuantPost"}
         else:
             assert {"Distillation", "QuantAware", "TrainConfig"} <= set(sections)
     assert tasks == set(glue.TASKS)
@@ -77,6 +79,8 @@ def test_shipped_configs_are_valid(trace_model):
     (lambda c: c["Global"].update(padding="max"), "Global.padding 'max'; allowed: max_length, longest"),
     (lambda c: c["Global"].update(batch_size=0), "Global.batch_size must be a positive integer"),
     (lambda c: c["Global"].update(eval_samples="all"), "Global.eval_samples must be a positive integer, got 'all'"),
+    (lambda c: c.update(QuantPost={}, HyperParameterOptimization={"max_quant_count": 1}),
+     "HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester mode, .* set 2 or more"),
     (lambda c: (c["Global"].update(task_name="stsb"), c.update(Distillation={"loss": "soft_label"})),
      "Distillation.loss soft_label is always 0 for sts-b, a regression with one output"),
 ])
@@ -87,6 +91,56 @@ def test_bad_config(trace_model, tmp_path, edit, match):
     with pytest.raises(glue.InputError, match=f"config {path}: .*{match}" if "Global section" not in match
                        else f"config {path} {match}"):
         run.load_config(path)
+
+
+def test_later_stages_are_logged_and_a_zero_step_stage_refused(caplog):
+    """PaddleSlim gives a quantization stage after pruning a tenth of train_iter; 0 would mean 100 epochs."""
+    from types import SimpleNamespace
+
+    def compressor(train_iter):
+        stages = [SimpleNamespace(train_iter=train_iter, epochs=None, learning_rate=2e-5),
+                  SimpleNamespace(train_iter=int(train_iter * 0.1), epochs=None, learning_rate=2e-6),
+                  SimpleNamespace(train_iter=int(train_iter * 0.1), epochs=None, learning_rate=2e-6)]
+        return SimpleNamespace(_strategy=["prune_dis", "qat_dis", "ptq_hpo"], train_config=stages)
+
+    with caplog.at_level("INFO", logger="run"):
+        run.check_later_stages(compressor(40))
+    assert [r.getMessage() for r in caplog.records] == [
+        "PaddleSlim trains stage 2 (qat_dis) for 4 steps at learning rate 2e-06: a tenth of TrainConfig's"]
+    with pytest.raises(glue.InputError, match="train_iter 9: PaddleSlim gives the qat_dis stage a tenth of it, "
+                                              "which rounds to 0 and then means 100 epochs"):
+        run.check_later_stages(compressor(9))
+
+
+def test_uniform_histograms_count_as_paddle_does():
+    """The faster calibration histogram puts the values in Paddle's bins (a rounding at an edge aside),
+    and Paddle's own method is back after the with block."""
+    import paddle
+    from types import SimpleNamespace
+    from paddle.static.quantization import PostTrainingQuantization
+
+    rng = np.random.default_rng(0)
+    values = {"a": rng.standard_normal((4, 16, 64)).astype(np.float32), "b": rng.gamma(2.0, size=(8, 37)).astype(np.float32),
+              "mask": np.full((1,), -3.4028235e38, dtype=np.float32)}  # a constant: all 2049 edges equal
+    scope = paddle.static.Scope()
+    for name, value in values.items():
+        scope.var(name).get_tensor().set(value, paddle.CPUPlace())
+
+    def sampler():
+        return SimpleNamespace(_quantized_act_var_name=list(values), _scope=scope, _zero_size_var_names=set(),
+                               _sampling_act_histogram={n: list(np.histogram([], bins=2048, range=(0.0, float(np.abs(v).max()))))
+                                                        for n, v in values.items()})
+
+    original = PostTrainingQuantization._sample_histogram
+    paddles, ours = sampler(), sampler()
+    original(paddles)
+    with run.uniform_histograms():
+        PostTrainingQuantization._sample_histogram(ours)
+    assert PostTrainingQuantization._sample_histogram is original
+    for name, value in values.items():
+        expected, got = paddles._sampling_act_histogram[name][0], ours._sampling_act_histogram[name][0]
+        assert got.sum() == expected.sum() == value.size
+        assert np.abs(got - expected).sum() <= 0.002 * value.size  # a value on an edge may change bins
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

@@ -1,0 +1,184 @@
+"""Where post-training quantization loses dev metric, and which calibration choice wins it back.
+
+    python benchmarks/ptq_diagnostic.py --data_dir $GLUE_DIR --tasks sst-2 sts-b
+    python benchmarks/ptq_diagnostic.py --render_only        # RESULTS.md from results.json
+
+For each task, on the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work
+folder, so a task reproduce.py prepared is not fine-tuned again): run.py with the shipped
+configs/<task>_ptq.yaml, changing one thing at a time, each run in its own process.
+
+- layer groups: only one group of linear layers quantized (`QuantPost.skip_tensor_list` holds
+  the weights of every other one): each encoder layer; q/k/v, attention output or FFN of every
+  layer; pooler + classifier; the attention matmuls (Q.K^T, softmax.V) alone. The embeddings are
+  not quantized by any shipped config (quantize_op_types: matmul, matmul_v2).
+- calibration: algorithm (hist, KL, mse, avg, abs_max), number of calibration batches, batches
+  padded to their longest row instead of to 128 tokens, bias correction, one weight scale per
+  tensor instead of per output channel.
+
+The dev metric of each is run.py's own after-metric, measured as `infer.py --int8` deploys the
+model (oneDNN int8 linear layers), on the whole dev split. Wall time and peak resident memory
+come from each process (wait4). Resumable: finished runs are kept in
+<work_dir>/<task>/ptq_diagnostic.json.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import glue  # noqa: E402
+import reproduce  # noqa: E402
+
+OUT_DIR = os.path.join(HERE, "ptq_diagnostic")
+# One calibration choice changed at a time from the shipped configs/<task>_ptq.yaml.
+CALIBRATION = {
+    "algo: KL": ["QuantPost.algo=KL"],
+    "algo: mse": ["QuantPost.algo=mse"],
+    "algo: avg": ["QuantPost.algo=avg"],
+    "algo: abs_max": ["QuantPost.algo=abs_max"],
+    "3 calibration batches": ["QuantPost.batch_nums=3"],
+    "30 calibration batches": ["QuantPost.batch_nums=30"],
+    "padding: longest": ["Global.padding=longest"],
+    "bias correction": ["QuantPost.bias_correction=true"],
+    "per-tensor weight scales": ["QuantPost.weight_quantize_type=abs_max"],
+}
+LINEAR_PER_LAYER = ("q", "k", "v", "attention output", "FFN in", "FFN out")  # program order of a BERT layer
+
+
+def layer_groups(model_file):
+    """{group name: the tensors whose ops make up the group} for a converted BERT's quantizable matmuls.
+
+    Linear layers read a weight (persistable); the attention matmuls read two activations. In the
+    converted program each encoder layer has q, k, v, Q.K^T, softmax.V, attention output, FFN in,
+    FFN out, in that order, and the pooler and classifier come last.
+    """
+    import files
+
+    block = files.read_program(model_file).blocks[0]
+    persistable = {v.name for v in block.vars if v.persistable}
+    linear, attention = [], []
+    for op in block.ops:
+        if op.type not in ("matmul", "matmul_v2"):
+            continue
+        names = [n for arg in op.inputs for n in arg.arguments]
+        weights = [n for n in names if n in persistable]
+        (linear if weights else attention).append(weights[0] if weights else names[0])
+    layers = (len(linear) - 2) // len(LINEAR_PER_LAYER)
+    if layers < 1 or len(linear) != layers * len(LINEAR_PER_LAYER) + 2 or len(attention) != 2 * layers:
+        raise RuntimeError(f"{model_file}: {len(linear)} linear and {len(attention)} attention matmuls do not "
+                           "make a BERT encoder + pooler + classifier")
+    per_layer = len(LINEAR_PER_LAYER)
+    groups = {f"encoder layer {i}": linear[i * per_layer:(i + 1) * per_layer] + attention[2 * i:2 * i + 2]
+              for i in range(layers)}
+    groups["q, k, v (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer < 3]
+    groups["attention output (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer == 3]
+    groups["FFN (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer > 3]
+    groups["attention matmuls (all layers)"] = attention
+    groups["pooler + classifier"] = linear[-2:]
+    return groups, linear + attention
+
+
+def variants(model_file):
+    """{name: run.py --set overrides} for every run of the diagnostic, the shipped config first."""
+    groups, every = layer_groups(model_file)
+    runs = {"shipped config (all layers)": []}
+    for name, tensors in groups.items():
+        skip = [t for t in every if t not in tensors]
+        runs[f"only {name}"] = ["QuantPost.skip_tensor_list=" + json.dumps(skip)]
+    runs.update(CALIBRATION)
+    return runs
+
+
+def run_variant(task, base, config, sets, save_dir, data):
+    """run.py in its own process: (its results.json, wall seconds, peak RSS in MB)."""
+    argv = [os.path.join(common.ROOT, "run.py"), "--config_path", config, "--model_dir", base,
+            "--save_dir", save_dir, "--overwrite"] + data + [a for s in sets for a in ("--set", s)]
+    result, seconds, peak_mb = common.run_script(argv, os.path.join(save_dir + ".log"))
+    return {"metrics": result["metrics_after"], "before": result["metrics_before"],
+            "evaluated_with": result["evaluated_with"]["after"], "seconds": seconds, "peak_rss_mb": peak_mb,
+            "compress_seconds": result["compress_seconds"]}
+
+
+def run_task(task, args, runs_filter=None):
+    work = os.path.join(args.work_dir, task)
+    base = reproduce.prepare_base(task, args)
+    config = os.path.join(common.ROOT, "configs", f"{task}_ptq.yaml")
+    data = ["--data_dir", args.data_dir] if args.data_dir else []
+    done = reproduce.Steps(os.path.join(work, "ptq_diagnostic.json"))
+    from tqdm import tqdm
+
+    runs = variants(os.path.join(base, "model.pdmodel"))
+    for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
+        folder = os.path.join(work, "ptq_diagnostic", name.replace(" ", "_").replace(":", "").replace(",", ""))
+        done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder, data)})
+    return {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
+            "runs": {name: done.done[name]["result"] for name in runs}}
+
+
+def render(results):
+    lines = ["# Post-training quantization: where the dev metric goes", "",
+             common.provenance(results), "",
+             "Each row is run.py with the task's `configs/<task>_ptq.yaml` and one change. Dev metric of the "
+             "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
+             "layers); change against the fp32 model in points; wall time and peak resident memory of the "
+             "run.py process.", ""]
+    for row in results["tasks"]:
+        runs = row["runs"]
+        base = next(iter(runs.values()))["before"]["headline"]
+        lines += [f"## {row['task']} ({row['metric']}, fp32 {100 * base:.2f})", "",
+                  "| run | dev metric | change | wall s | peak RSS GB |", "|---|---|---|---|---|"]
+        for name, run in runs.items():
+            metric = run["metrics"]["headline"]
+            lines.append(f"| {name} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
+                         f"{run['peak_rss_mb'] / 1024:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_dir", default=glue.resolve_data_dir(),
+                        help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
+    parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "sts-b"])
+    parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "benchmarks", "work", "reproduce"),
+                        help="benchmarks/reproduce.py's work folder: the fine-tuned and converted models")
+    parser.add_argument("--out_dir", default=OUT_DIR, help="where results.json and RESULTS.md go")
+    parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md from results.json")
+    args = parser.parse_args(argv)
+    if args.data_dir:
+        args.data_dir = os.path.abspath(args.data_dir)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    glue.setup_logging()
+    path = os.path.join(args.out_dir, "results.json")
+    if args.render_only:
+        with open(path) as f:
+            results = json.load(f)
+    else:
+        import convert
+
+        start = time.perf_counter()
+        command = "python benchmarks/ptq_diagnostic.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
+                   "tasks": []}
+        os.makedirs(args.out_dir, exist_ok=True)
+        for task in args.tasks:
+            results["tasks"].append(run_task(task, args))
+            results["wall_seconds"] = round(time.perf_counter() - start, 1)
+            glue.write_json(path, results)  # after every task: a stopped run keeps what it finished
+    text = render(results)
+    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    glue.cli(main)

@@ -1,0 +1,56 @@
+"""benchmarks/ptq_diagnostic.py: its layer groups of a converted BERT, and that a group quantized alone
+is what run.py writes (the skip list reaches PaddleSlim)."""
+import os
+
+import pytest
+
+import files
+import run
+from conftest import SEQ, load_benchmark, write_sst2_fixture
+
+
+@pytest.fixture(scope="module")
+def diagnostic():
+    return load_benchmark("ptq_diagnostic")
+
+
+def quantized_weights(model_file):
+    """The weights a saved PTQ model stores quantized (read by a dequantize_linear)."""
+    block = files.read_program(model_file).blocks[0]
+    persistable = {v.name for v in block.vars if v.persistable}
+    return {n for op in block.ops if op.type == "dequantize_linear"
+            for arg in op.inputs if arg.parameter == "X" for n in arg.arguments if n in persistable}
+
+
+def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
+    groups, every = diagnostic.layer_groups(os.path.join(trace_model, "model.pdmodel"))
+    # 2 layers x (6 linear + 2 attention matmuls) + pooler + classifier
+    assert len(every) == len(set(every)) == 2 * 8 + 2
+    assert [len(groups[f"encoder layer {i}"]) for i in range(2)] == [8, 8]
+    assert len(groups["q, k, v (all layers)"]) == 6 and len(groups["FFN (all layers)"]) == 4
+    assert len(groups["attention output (all layers)"]) == 2 and len(groups["attention matmuls (all layers)"]) == 4
+    # the layers partition every quantizable matmul with the pooler and classifier; so do the kinds
+    layers = groups["encoder layer 0"] + groups["encoder layer 1"] + groups["pooler + classifier"]
+    kinds = sum((groups[k] for k in ("q, k, v (all layers)", "attention output (all layers)", "FFN (all layers)",
+                                     "attention matmuls (all layers)", "pooler + classifier")), [])
+    assert sorted(layers) == sorted(kinds) == sorted(every)
+    runs = diagnostic.variants(os.path.join(trace_model, "model.pdmodel"))
+    assert list(runs)[0] == "shipped config (all layers)" and runs["algo: KL"] == ["QuantPost.algo=KL"]
+
+
+def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
+    """The run that quantizes only encoder layer 0 writes a model whose quantized weights are that layer's."""
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = tmp_path / "ptq.yaml"
+    config.write_text(f"Global:\n  model_dir: {trace_model}\n  task_name: sst-2\n  batch_size: 4\n"
+                      f"  max_seq_length: {SEQ}\n  data_dir: {data_dir}\n"
+                      "QuantPost:\n  quantize_op_types: [matmul, matmul_v2]\n  onnx_format: true\n"
+                      "  batch_size: 4\n  batch_nums: 2\n")
+    model_file = os.path.join(trace_model, "model.pdmodel")
+    groups, _ = diagnostic.layer_groups(model_file)
+    sets = diagnostic.variants(model_file)["only encoder layer 0"]
+    result = run.main(["--config_path", str(config), "--save_dir", str(tmp_path / "out")]
+                      + [a for s in sets for a in ("--set", s)])
+    weights = set(groups["encoder layer 0"][:6])  # its linear layers; the last two are attention matmuls
+    assert quantized_weights(str(tmp_path / "out" / "model.pdmodel")) == weights
+    assert result["evaluated_with"]["after"]["precision"] == "int8"
