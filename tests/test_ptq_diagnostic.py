@@ -54,3 +54,19 @@ def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
     weights = set(groups["encoder layer 0"][:6])  # its linear layers; the last two are attention matmuls
     assert quantized_weights(str(tmp_path / "out" / "model.pdmodel")) == weights
     assert result["evaluated_with"]["after"]["precision"] == "int8"
+
+
+def test_render_shows_each_change_against_fp32(diagnostic):
+    def run_of(metric, precision="int8"):
+        return {"metrics": {"headline": metric}, "before": {"headline": 0.84}, "seconds": 61.0, "peak_rss_mb": 3072.0,
+                "evaluated_with": {"precision": precision}}
+
+    results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11.7"},
+               "versions": {"paddlepaddle": "2.6.2"}, "command": "python benchmarks/ptq_diagnostic.py",
+               "tasks": [{"task": "sst-2", "metric": "acc", "runs": {
+                   "shipped config (all layers)": run_of(0.8225),
+                   "only attention matmuls (all layers)": run_of(0.84, "fp32")}}]}
+    text = diagnostic.render(results)
+    assert "## sst-2 (acc, fp32 84.00)" in text
+    assert "| shipped config (all layers) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
+    assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text

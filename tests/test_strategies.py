@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import yaml
 
-import glue
 import predictors
 import run
 from conftest import SEQ, folder_digest, random_feeds, write_sst2_fixture

@@ -43,7 +43,7 @@ PEERS = ("pytorch fp32", "pytorch dynamic int8", "onnxruntime fp32", "onnxruntim
 CALIBRATION_ROWS = 300  # training sentences the static-int8 peers calibrate on (seeded sample)
 # "Best peer": the fastest peer whose dev accuracy is within this many points of Paddle fp32.
 PEER_ACCURACY_POINTS = 1.0
-BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+BERT_BASE = common.BERT_BASE
 
 
 # ----------------------------------------------------------------------------------------
@@ -210,19 +210,17 @@ def hf_classifier(name, source, work_dir):
     if config is not None and any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
         return source, True
     path = os.path.join(work_dir, "hf")
-    if not os.path.isfile(os.path.join(path, "config.json")):
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path, False
+    if name == "bert-base":  # random weights: latency does not depend on them
+        common.save_random_bert_base(path)
+    else:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig
-        from transformers import BertForSequenceClassification
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         torch.manual_seed(0)
-        if name == "bert-base":  # random weights: latency does not depend on them
-            model = BertForSequenceClassification(BertConfig(vocab_size=30522, num_labels=2, **BERT_BASE))
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=2)
-        model.save_pretrained(path)
-        # bert-base-uncased and MiniLM share the 30522-token uncased vocabulary
-        AutoTokenizer.from_pretrained(source or common.packaged_model_dir()).save_pretrained(path)
+        AutoModelForSequenceClassification.from_pretrained(source, num_labels=2).save_pretrained(path)
+        AutoTokenizer.from_pretrained(source).save_pretrained(path)
     return path, False
 
 
