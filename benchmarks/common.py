@@ -71,6 +71,7 @@ def run_script(argv, log_file):
     import subprocess
 
     start = time.perf_counter()
+    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     with open(log_file, "w") as log:
         process = subprocess.Popen([sys.executable] + list(argv), stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)

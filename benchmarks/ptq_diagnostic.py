@@ -23,6 +23,7 @@ come from each process (wait4). Resumable: finished runs are kept in
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -113,7 +114,7 @@ def run_task(task, args, runs_filter=None):
 
     runs = variants(os.path.join(base, "model.pdmodel"))
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
-        folder = os.path.join(work, "ptq_diagnostic", name.replace(" ", "_").replace(":", "").replace(",", ""))
+        folder = os.path.join(work, "ptq_diagnostic", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
         done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder, data)})
     return {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
             "runs": {name: done.done[name]["result"] for name in runs}}
