@@ -86,11 +86,10 @@ def layer_groups(model_file):
 def variants(model_file):
     """{name: run.py --set overrides} for every run of the diagnostic, the shipped config first."""
     groups, every = layer_groups(model_file)
-    runs = {"shipped config (all layers)": []}
+    runs = {"shipped config (all layers)": [], **CALIBRATION}
     for name, tensors in groups.items():
         skip = [t for t in every if t not in tensors]
         runs[f"only {name}"] = ["QuantPost.skip_tensor_list=" + json.dumps(skip)]
-    runs.update(CALIBRATION)
     return runs
 
 
