@@ -103,7 +103,8 @@ def run_variant(task, base, config, sets, save_dir, data):
             "compress_seconds": result["compress_seconds"], "config": result["config"]}
 
 
-def run_task(task, args, runs_filter=None):
+def run_task(task, args, save):
+    """Every run of one task; save(row) after each, so that a stopped diagnostic keeps what it finished."""
     work = os.path.join(args.work_dir, task)
     base = reproduce.prepare_base(task, args)
     config = os.path.join(common.ROOT, "configs", f"{task}_ptq.yaml")
@@ -112,11 +113,14 @@ def run_task(task, args, runs_filter=None):
     from tqdm import tqdm
 
     runs = variants(os.path.join(base, "model.pdmodel"))
+    row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
+           "runs_planned": len(runs), "runs": {}}
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
         folder = os.path.join(work, "ptq_diagnostic", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
-        done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder, data)})
-    return {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
-            "runs": {name: done.done[name]["result"] for name in runs}}
+        row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder,
+                                                                                  data)})
+        save(row)
+    return row
 
 
 def bert_base_memory(args):
@@ -145,7 +149,9 @@ def render(results):
     for row in results["tasks"]:
         runs = row["runs"]
         base = next(iter(runs.values()))["before"]["headline"]
-        lines += [f"## {row['task']} ({row['metric']}, fp32 {100 * base:.2f})", "",
+        done = "" if len(runs) == row.get("runs_planned", len(runs)) else \
+            f" ({len(runs)} of {row['runs_planned']} runs so far)"
+        lines += [f"## {row['task']} ({row['metric']}, fp32 {100 * base:.2f}){done}", "",
                   "| run | deployed as | dev metric | change | wall s | peak RSS GB |", "|---|---|---|---|---|---|"]
         for name, run in runs.items():
             metric = run["metrics"]["headline"]
@@ -161,6 +167,26 @@ def render(results):
                   f"{memory['calibration']}), calibrating and scoring on SST-2: peak resident memory "
                   f"{memory['peak_rss_mb'] / 1024:.1f} GB, wall time {memory['seconds']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def summary(results):
+    """The README's short table: each calibration choice's change in dev metric, one column per task."""
+    tasks = results["tasks"]
+    names = [n for n in ["shipped config (all layers)", *CALIBRATION] if any(n in row["runs"] for row in tasks)]
+    lines = ["| QuantPost (`configs/<task>_ptq.yaml`) | " + " | ".join(
+                 f"{row['task']} {row['metric']} (fp32 {100 * next(iter(row['runs'].values()))['before']['headline']:.2f})"
+                 for row in tasks) + " |",
+             "|---|" + "---|" * len(tasks)]
+    for name in names:
+        cells = []
+        for row in tasks:
+            run = row["runs"].get(name)
+            cells.append(f"{100 * run['metrics']['headline']:.2f} ({100 * (run['metrics']['headline'] - run['before']['headline']):+.2f})"
+                         if run else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nDev metric after PTQ as `infer.py --int8` deploys it (change against fp32). Every " \
+        "run, the layer groups quantized alone, wall time and memory: [benchmarks/ptq_diagnostic/RESULTS.md]" \
+        "(benchmarks/ptq_diagnostic/RESULTS.md).\n"
 
 
 def parse_args(argv=None):
@@ -195,10 +221,13 @@ def main(argv=None):
         results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
                    "tasks": []}
         os.makedirs(args.out_dir, exist_ok=True)
-        for task in args.tasks:
-            results["tasks"].append(run_task(task, args))
+        def save(row):
+            results["tasks"] = [r for r in results["tasks"] if r["task"] != row["task"]] + [row]
             results["wall_seconds"] = round(time.perf_counter() - start, 1)
-            glue.write_json(path, results)  # after every task: a stopped run keeps what it finished
+            glue.write_json(path, results)
+
+        for task in args.tasks:
+            run_task(task, args, save)
         if args.bert_base:
             memory = bert_base_memory(args)
             quant_post = memory["config"]["QuantPost"]

@@ -3,7 +3,7 @@
     python benchmarks/render_readme.py
 
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
-tables rendered from benchmarks/NAME/results.json (NAME: latency, latency/avx2, reproduce), headings moved
+tables rendered from benchmarks/NAME/results.json (NAME: latency, latency/avx2, reproduce, ptq_diagnostic), headings moved
 under the README's own heading (their title dropped, sections two levels down).
 """
 import json
@@ -17,10 +17,12 @@ sys.path.insert(0, os.path.join(HERE, "latency"))
 
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
 import bench_latency  # noqa: E402
+import ptq_diagnostic  # noqa: E402
 import reproduce  # noqa: E402
 
 # results folder under benchmarks/ -> its renderer (latency/avx2: the latency benchmark on an AVX2-only CPU)
-RENDERERS = {"latency": bench_latency.render, "latency/avx2": bench_latency.render, "reproduce": reproduce.render}
+RENDERERS = {"latency": bench_latency.render, "latency/avx2": bench_latency.render, "reproduce": reproduce.render,
+             "ptq_diagnostic": ptq_diagnostic.summary}
 
 
 def block(name):

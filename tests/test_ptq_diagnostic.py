@@ -70,3 +70,6 @@ def test_render_shows_each_change_against_fp32(diagnostic):
     assert "## sst-2 (acc, fp32 84.00)" in text
     assert "| shipped config (all layers) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
     assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text
+    short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
+    assert "| QuantPost (`configs/<task>_ptq.yaml`) | sst-2 acc (fp32 84.00) |" in short
+    assert "| shipped config (all layers) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
