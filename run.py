@@ -44,6 +44,7 @@ GLOBAL_KEYS = {
     "return_attention_mask": True,
     "data_dir": None,  # None: $GLUE_DIR, else PaddleNLP's download
     "eval_samples": None,  # None: compression evaluates whole dev splits; N: a seeded sample of N rows each
+    "seed": 0,  # the order of the training batches (and so PTQ's calibration batches): the same run, the same model
 }
 
 
@@ -235,6 +236,8 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
         value = gcfg[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise glue.InputError(f"config {path}: Global.{key} must be a positive integer, got {value!r}")
+    if not isinstance(gcfg["seed"], int) or isinstance(gcfg["seed"], bool) or gcfg["seed"] < 0:
+        raise glue.InputError(f"config {path}: Global.seed must be an integer >= 0, got {gcfg['seed']!r}")
     distillation = config.get("Distillation") or {}
     if glue.get_task(gcfg["task_name"]).is_regression and distillation.get("loss") == "soft_label":
         raise glue.InputError(f"config {path}: Distillation.loss soft_label is always 0 for {gcfg['task_name']}, a "
@@ -503,6 +506,8 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
     os.makedirs(os.path.join(scratch, "model"))
     for source in (model_file, params_file):
         shutil.copy2(source, os.path.join(scratch, "model"))
+    np.random.seed(gcfg["seed"])  # paddle.io.RandomSampler draws the batch order from numpy
+    paddle.seed(gcfg["seed"])
     paddle.enable_static()
     cwd = os.getcwd()
     try:

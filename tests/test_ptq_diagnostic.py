@@ -35,7 +35,8 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
                                      "attention matmuls (all layers)", "pooler + classifier")), [])
     assert sorted(layers) == sorted(kinds) == sorted(every)
     runs = diagnostic.variants(os.path.join(trace_model, "model.pdmodel"))
-    assert list(runs)[0] == "shipped config (all layers)" and runs["algo: KL"] == ["QuantPost.algo=KL"]
+    assert list(runs)[0] == "algo: hist (PaddleSlim's default)" and runs["algo: KL"] == ["QuantPost.algo=KL"]
+    assert runs["padding: longest"] == ["QuantPost.algo=hist", "Global.padding=longest"]
 
 
 def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
@@ -64,12 +65,12 @@ def test_render_shows_each_change_against_fp32(diagnostic):
     results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11.7"},
                "versions": {"paddlepaddle": "2.6.2"}, "command": "python benchmarks/ptq_diagnostic.py",
                "tasks": [{"task": "sst-2", "metric": "acc", "runs": {
-                   "shipped config (all layers)": run_of(0.8225),
+                   "algo: hist (PaddleSlim's default)": run_of(0.8225),
                    "only attention matmuls (all layers)": run_of(0.84, "fp32")}}]}
     text = diagnostic.render(results)
     assert "## sst-2 (acc, fp32 84.00)" in text
-    assert "| shipped config (all layers) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
+    assert "| algo: hist (PaddleSlim's default) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
     assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
     assert "| QuantPost (`configs/<task>_ptq.yaml`) | sst-2 acc (fp32 84.00) |" in short
-    assert "| shipped config (all layers) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
+    assert "| algo: hist (PaddleSlim's default) | 82.25 (-1.75) |" in short and "attention matmuls" not in short

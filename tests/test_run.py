@@ -79,6 +79,7 @@ def test_shipped_configs_are_valid(trace_model):
     (lambda c: c["Global"].update(padding="max"), "Global.padding 'max'; allowed: max_length, longest"),
     (lambda c: c["Global"].update(batch_size=0), "Global.batch_size must be a positive integer"),
     (lambda c: c["Global"].update(eval_samples="all"), "Global.eval_samples must be a positive integer, got 'all'"),
+    (lambda c: c["Global"].update(seed=-1), "Global.seed must be an integer >= 0, got -1"),
     (lambda c: c.update(QuantPost={}, HyperParameterOptimization={"max_quant_count": 1}),
      "HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester mode, .* set 2 or more"),
     (lambda c: (c["Global"].update(task_name="stsb"), c.update(Distillation={"loss": "soft_label"})),
@@ -141,6 +142,24 @@ def test_uniform_histograms_count_as_paddle_does():
         expected, got = paddles._sampling_act_histogram[name][0], ours._sampling_act_histogram[name][0]
         assert got.sum() == expected.sum() == value.size
         assert np.abs(got - expected).sum() <= 0.002 * value.size  # a value on an edge may change bins
+
+
+def test_global_seed_makes_calibration_repeatable(trace_model, tmp_path):
+    """Post-training quantization calibrates on shuffled training batches: Global.seed fixes which ones."""
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = write_yaml(tmp_path / "ptq.yaml", {
+        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
+                   "data_dir": data_dir},
+        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "batch_size": 4,
+                      "batch_nums": 2, "algo": "avg"}})
+
+    def params(name, seed):
+        run.main(["--config_path", config, "--save_dir", str(tmp_path / name), "--set", f"Global.seed={seed}"])
+        return (tmp_path / name / "model.pdiparams").read_bytes()
+
+    first = params("a", 0)
+    assert params("b", 0) == first
+    assert params("c", 1) != first
 
 
 def test_bad_yaml_and_missing_file(tmp_path):
