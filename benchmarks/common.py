@@ -53,6 +53,43 @@ def machine():
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
 
 
+def add_data_and_output_args(parser, out_dir):
+    """--data_dir, --out_dir and --render_only, the same in every GLUE benchmark."""
+    parser.add_argument("--data_dir", default=glue.resolve_data_dir(), type=os.path.abspath,
+                        help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
+    parser.add_argument("--out_dir", default=out_dir, help="where results.json and RESULTS.md go")
+    parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md from results.json")
+
+
+def read_results(out_dir):
+    """A benchmark's results.json, for --render_only."""
+    import json
+
+    with open(os.path.join(out_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def write_report(out_dir, text):
+    """RESULTS.md of a benchmark, also printed."""
+    with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def new_results(script, argv):
+    """The provenance every benchmark's results.json starts with: its command, this machine, the library versions.
+
+    Args:
+        script: the benchmark's path from the repository root, e.g. "benchmarks/reproduce.py".
+        argv: its arguments (None: sys.argv[1:]).
+    """
+    import convert
+
+    args = argv if argv is not None else sys.argv[1:]
+    return {"command": f"python {script} " + " ".join(f"'{a}'" if " " in a else a for a in args),
+            "machine": machine(), "versions": convert.library_versions()}
+
+
 def provenance(results):
     """The "Machine / Versions / Command" lines of a benchmark's RESULTS.md."""
     m = results["machine"]

@@ -199,19 +199,13 @@ def summary(results):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=glue.resolve_data_dir(),
-                        help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
+    common.add_data_and_output_args(parser, OUT_DIR)
     parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "sts-b"])
     parser.add_argument("--bert_base", action="store_true",
                         help="also run PTQ of a BERT-base-sized model (random weights) for its peak memory")
     parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "benchmarks", "work", "reproduce"),
                         help="benchmarks/reproduce.py's work folder: the fine-tuned and converted models")
-    parser.add_argument("--out_dir", default=OUT_DIR, help="where results.json and RESULTS.md go")
-    parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md from results.json")
-    args = parser.parse_args(argv)
-    if args.data_dir:
-        args.data_dir = os.path.abspath(args.data_dir)
-    return args
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
@@ -219,16 +213,12 @@ def main(argv=None):
     glue.setup_logging()
     path = os.path.join(args.out_dir, "results.json")
     if args.render_only:
-        with open(path) as f:
-            results = json.load(f)
+        results = common.read_results(args.out_dir)
     else:
-        import convert
-
         start = time.perf_counter()
-        command = "python benchmarks/ptq_diagnostic.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
-                   "tasks": []}
+        results = {**common.new_results("benchmarks/ptq_diagnostic.py", argv), "tasks": []}
         os.makedirs(args.out_dir, exist_ok=True)
+
         def save(row):
             results["tasks"] = [r for r in results["tasks"] if r["task"] != row["task"]] + [row]
             results["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -242,10 +232,7 @@ def main(argv=None):
             results["bert_base_memory"] = {**memory, "calibration": f"{quant_post['batch_nums']} batches of "
                                            f"{quant_post['batch_size']}, algo {quant_post['algo']}"}
             glue.write_json(path, results)
-    text = render(results)
-    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
-        f.write(text)
-    print(text)
+    common.write_report(args.out_dir, render(results))
     return results
 
 

@@ -265,21 +265,16 @@ def render(results):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_dir", default=glue.resolve_data_dir(),
-                        help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
+    common.add_data_and_output_args(parser, OUT_DIR)
     parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "rte", "mrpc"])
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=["prune_ptq", "distill_qat"])
     parser.add_argument("--train_iter", type=int, default=60, help="training steps of each compression strategy")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20])
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work", "reproduce"))
-    parser.add_argument("--out_dir", default=OUT_DIR, help="where results.json and RESULTS.md go")
-    parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md from results.json")
     args = parser.parse_args(argv)
     if len(args.batch_sizes) != len(args.perf_steps):
         parser.error("--perf_steps needs one count per --batch_sizes entry")
-    if args.data_dir:
-        args.data_dir = os.path.abspath(args.data_dir)
     return args
 
 
@@ -288,15 +283,11 @@ def main(argv=None):
     glue.setup_logging()
     path = os.path.join(args.out_dir, "results.json")
     if args.render_only:
-        with open(path) as f:
-            results = json.load(f)
+        results = common.read_results(args.out_dir)
     else:
-        import convert
-
         from tqdm import tqdm
 
-        command = "python benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        results = {"command": command, "machine": common.machine(), "versions": convert.library_versions(),
+        results = {**common.new_results("benchmarks/reproduce.py", argv),
                    "settings": {"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
                                 "compression_eval_samples": EVAL_SAMPLES,
                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}},
@@ -306,10 +297,7 @@ def main(argv=None):
             results["tasks"].append(summarize(task, run_task(task, args)))
             results["stages"] = list(dict.fromkeys(s for row in results["tasks"] for s in row["seconds"]))
             glue.write_json(path, results)  # after every task: a stopped run keeps what it finished
-    text = render(results)
-    with open(os.path.join(args.out_dir, "RESULTS.md"), "w") as f:
-        f.write(text)
-    print(text)
+    common.write_report(args.out_dir, render(results))
     return results
 
 
