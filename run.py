@@ -258,6 +258,10 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
         raise glue.InputError(f"config {path}: Global.max_seq_length {gcfg['max_seq_length']}: the model's sequence "
                               f"length is fixed at {model.fixed_seq_length} (a trace conversion); use that, or "
                               "convert with --method onnx")
+    if model.fixed_seq_length is not None and gcfg["padding"] != "max_length":
+        raise glue.InputError(f"config {path}: Global.padding {gcfg['padding']}: the model's sequence length is fixed "
+                              f"at {model.fixed_seq_length} (a trace conversion), so every batch must be padded to it; "
+                              "use padding: max_length, or convert with --method onnx")
     return gcfg, config
 
 

@@ -12,8 +12,9 @@ configs/<task>_ptq.yaml, changing one thing at a time, each run in its own proce
   layer; pooler + classifier; the attention matmuls (Q.K^T, softmax.V) alone. The embeddings are
   not quantized by any shipped config (quantize_op_types: matmul, matmul_v2).
 - calibration, one change at a time from PaddleSlim's default (algo hist): algorithm (KL, mse,
-  avg, abs_max), number of calibration batches, batches padded to their longest row instead of
-  to 128 tokens, bias correction, one weight scale per tensor instead of per output channel.
+  avg, abs_max), number of calibration batches, bias correction, one weight scale per tensor
+  instead of per output channel. (Calibrating on real tokens only, batches padded to their
+  longest row, needs a model converted with --method onnx: a trace model's length is fixed.)
 
 The dev metric of each is run.py's own after-metric, measured as `infer.py --int8` deploys the
 model (oneDNN int8 linear layers), on the whole dev split. Wall time and peak resident memory
@@ -47,7 +48,6 @@ CALIBRATION = {
     "algo: abs_max": ["QuantPost.algo=abs_max"],
     "3 calibration batches": [HIST, "QuantPost.batch_nums=3"],
     "30 calibration batches": [HIST, "QuantPost.batch_nums=30"],
-    "padding: longest": [HIST, "Global.padding=longest"],
     "bias correction": [HIST, "QuantPost.bias_correction=true"],
     "per-tensor weight scales": [HIST, "QuantPost.weight_quantize_type=abs_max"],
 }
@@ -104,7 +104,8 @@ def run_variant(task, base, config, sets, save_dir, data):
     result, seconds, peak_mb = common.run_script(argv, os.path.join(save_dir + ".log"))
     return {"metrics": result["metrics_after"], "before": result["metrics_before"],
             "evaluated_with": result["evaluated_with"]["after"], "seconds": seconds, "peak_rss_mb": peak_mb,
-            "compress_seconds": result["compress_seconds"], "config": result["config"]}
+            "compress_seconds": result["compress_seconds"], "quant_post": result["config"]["QuantPost"],
+            "padding": result["config"]["Global"]["padding"]}  # the effective settings, no machine paths
 
 
 def run_task(task, args, save):
@@ -228,7 +229,7 @@ def main(argv=None):
             run_task(task, args, save)
         if args.bert_base:
             memory = bert_base_memory(args)
-            quant_post = memory["config"]["QuantPost"]
+            quant_post = memory["quant_post"]
             results["bert_base_memory"] = {**memory, "calibration": f"{quant_post['batch_nums']} batches of "
                                            f"{quant_post['batch_size']}, algo {quant_post['algo']}"}
             glue.write_json(path, results)

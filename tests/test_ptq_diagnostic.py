@@ -36,7 +36,7 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
     assert sorted(layers) == sorted(kinds) == sorted(every)
     runs = diagnostic.variants(os.path.join(trace_model, "model.pdmodel"))
     assert list(runs)[0] == "algo: hist (PaddleSlim's default)" and runs["algo: KL"] == ["QuantPost.algo=KL"]
-    assert runs["padding: longest"] == ["QuantPost.algo=hist", "Global.padding=longest"]
+    assert runs["bias correction"] == ["QuantPost.algo=hist", "QuantPost.bias_correction=true"]
 
 
 def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):

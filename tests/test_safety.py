@@ -372,6 +372,8 @@ def test_config_and_set_errors(trace_model, tmp_path):
         run.load_config(path, overrides=["TrainConfig.train_iter=[1"])
     with pytest.raises(glue.InputError, match=f"Global.max_seq_length 32: the model's sequence length is fixed at {SEQ}"):
         run.load_config(path, overrides=["Global.max_seq_length=32"])
+    with pytest.raises(glue.InputError, match=f"Global.padding longest: the model's sequence length is fixed at {SEQ}"):
+        run.load_config(path, overrides=["Global.padding=longest"])
 
 
 # ---------------------------------------------------------------------------------- no network for local paths
