@@ -152,8 +152,8 @@ def render(results):
              "group of layers with the shipped config and keep the others in fp32. Dev metric of the "
              "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
              "layers); change against the fp32 model in points; wall time and peak resident memory of the "
-             "run.py process. Each row is one draw of calibration batches, so differences of a few tenths of a "
-             "point may be noise.", ""]
+             "run.py process (wall times are indicative: some runs shared the 2 cores with other jobs). Each row is "
+             "one draw of calibration batches, so differences of a few tenths of a point may be noise.", ""]
     for row in results["tasks"]:
         runs = row["runs"]
         base = next(iter(runs.values()))["before"]["headline"]
@@ -181,7 +181,7 @@ def summary(results):
     """The README's short table: each calibration choice's change in dev metric, one column per task."""
     tasks = results["tasks"]
     names = [n for n in CALIBRATION if any(n in row["runs"] for row in tasks)]
-    lines = ["| QuantPost (`configs/<task>_ptq.yaml`) | " + " | ".join(
+    lines = ["| QuantPost calibration: one change from PaddleSlim's default (algo hist) | " + " | ".join(
                  f"{row['task']} {row['metric']} (fp32 {100 * next(iter(row['runs'].values()))['before']['headline']:.2f})"
                  for row in tasks) + " |",
              "|---|" + "---|" * len(tasks)]

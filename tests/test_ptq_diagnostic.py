@@ -72,5 +72,5 @@ def test_render_shows_each_change_against_fp32(diagnostic):
     assert "| algo: hist (PaddleSlim's default) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
     assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
-    assert "| QuantPost (`configs/<task>_ptq.yaml`) | sst-2 acc (fp32 84.00) |" in short
+    assert "| QuantPost calibration: one change from PaddleSlim's default (algo hist) | sst-2 acc (fp32 84.00) |" in short
     assert "| algo: hist (PaddleSlim's default) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
