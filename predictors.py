@@ -6,7 +6,7 @@ metric it reports is the one users get) and convert.py (its check against PyTorc
     predict = predictors.cpu_predictor("output/sst2/model", threads=2)   # fp32, oneDNN
     predict, path = predictors.deployed_cpu_predictor(
         predictors.read_model("output/sst2/model.pdmodel", "output/sst2/model.pdiparams"))
-    logits = predict({"input_ids": ..., "token_type_ids": ...})
+    logits = predict({"input_ids": ..., "attention_mask": ..., "token_type_ids": ...})
 
 A model is a path prefix (`dir/model` for dir/model.pdmodel + dir/model.pdiparams) or a
 (program bytes, params bytes) pair held in memory.
