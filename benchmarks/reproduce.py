@@ -140,6 +140,7 @@ def compress(config, base, out, extra):
     """run.py in its own process, so that its peak resident memory is its own: its results.json + peak_rss_mb."""
     argv = [os.path.join(ROOT, "run.py"), "--config_path", config, "--model_dir", base, "--save_dir", out,
             "--overwrite"] + extra
+    logger.info("run.py runs in its own process; follow it in %s", out + ".log")
     result, _, peak_mb = common.run_script(argv, out + ".log")
     return {**result, "peak_rss_mb": peak_mb}
 
