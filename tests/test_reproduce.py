@@ -20,7 +20,7 @@ def task_row(task, base, ptq, qat, ms):
 
 
 def results_of(*rows):
-    return {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"]}, "versions": {"paddlepaddle": "2.6.2"},
+    return {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11"}, "versions": {"paddlepaddle": "2.6.2"},
             "command": "python benchmarks/reproduce.py", "stages": ["finetune"],
             "settings": {"compression_eval_samples": {"qqp": 1000, "mnli": 1000}}, "tasks": list(rows)}
 
@@ -44,3 +44,40 @@ def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
                                        task_row("qqp", 0.80, 0.79, 0.81, 400.0)))
     assert "Train files here that are subsets of GLUE's: QQP (see" in text
     assert "The compressions of qqp (1000 rows) evaluated a seeded dev sample" in text
+
+
+def test_render_says_when_mnli_has_only_dev_matched(reproduce):
+    row = task_row("mnli", 0.70, 0.69, 0.70, 400.0)
+    text = reproduce.render(results_of(row))
+    assert "MNLI is scored on dev_matched only" in text
+    row["models"]["base"]["metrics"] = {"dev_matched.acc": 0.70, "dev_mismatched.acc": 0.71, "headline": 0.70}
+    assert "dev_matched only" not in reproduce.render(results_of(row))
+
+
+def test_strategy_config_keeps_the_headline_search_unless_dropped(reproduce, tmp_path):
+    import yaml
+
+    path, sets = reproduce.strategy_config("sst-2", "prune_ptq", str(tmp_path), 120)
+    with open(path) as f:
+        assert "HyperParameterOptimization" in yaml.safe_load(f)
+    assert "TrainConfig.train_iter=120" in sets and "TrainConfig.eval_iter=60" in sets
+    path, _ = reproduce.strategy_config("sst-2", "prune_ptq", str(tmp_path), 120, drop=["HyperParameterOptimization"])
+    with open(path) as f:
+        config = yaml.safe_load(f)
+    assert "HyperParameterOptimization" not in config and config["QuantPost"]["algo"] == "avg"
+
+
+def test_train_iter_table(reproduce):
+    train_iter = load_benchmark("train_iter")
+
+    def run(key, steps, metric):
+        return {"strategy": key, "train_iter": steps, "metrics": {"headline": metric}, "before": {"headline": 0.80},
+                "compress_seconds": 100.0 * steps}
+
+    text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
+                              "runs": {"prune_ptq_40": run("prune_ptq", 40, 0.78),
+                                       "distill_qat_40": run("distill_qat", 40, 0.79),
+                                       "prune_ptq_120": run("prune_ptq", 120, 0.805)}})
+    assert "| 40 | 78.00 (-2.00), 4000 s | 79.00 (-1.00), 4000 s |" in text
+    assert "| 120 | 80.50 (+0.50), 12000 s | – |" in text
+    assert "Machine: test cpu" in text

@@ -30,7 +30,7 @@ STRATEGIES = {
                                                      "weight_quantize_type": ["channel_wise_abs_max"],
                                                      "batch_num": [1, 2], "max_quant_count": 2},
                       "TrainConfig": TRAIN},
-    # what benchmarks/reproduce.py runs: the headline without HPO (its one save is its best model)
+    # the headline without its search, as benchmarks/train_iter.py runs it (its one save is its best model)
     "prune_ptq": {"TransformerPrune": {"pruned_ratio": 0.25}, "Distillation": {"alpha": 1.0, "loss": "l2"},
                   "QuantPost": {**QUANT_POST, "batch_size": 4, "batch_nums": 2}, "TrainConfig": TRAIN},
     "ptq": {"QuantPost": {**QUANT_POST, "batch_size": 4, "batch_nums": 2}},

@@ -1,0 +1,108 @@
+"""How many training steps distillation needs: dev metric against TrainConfig.train_iter, one task.
+
+    python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sst-2 --train_iters 40 120 360
+    python benchmarks/train_iter.py --render_only        # RESULTS.md from results.json
+
+On the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work folder, so a task
+reproduce.py prepared is not fine-tuned again), each training strategy of the reproduction runs
+with each step count, in its own process: pruning + distillation then PTQ (without its
+hyper-parameter search, so that only the training changes: QuantPost as the config sets it), and
+distillation + QAT. The dev metric of each is infer.py --int8's on the whole dev split, as the
+model is deployed; wall time and peak resident memory come from the run.py process. Resumable:
+finished runs are kept in <work_dir>/<task>/train_iter.json.
+"""
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import glue  # noqa: E402
+import reproduce  # noqa: E402
+
+OUT_DIR = os.path.join(HERE, "train_iter")
+STRATEGIES = {"prune_ptq": ["HyperParameterOptimization"], "distill_qat": []}  # key -> sections left out
+
+
+def run_one(task, key, train_iter, base, work, data):
+    """One strategy at one step count: run.py, then infer.py --int8 on the whole dev split."""
+    folder = os.path.join(work, "train_iter", f"{key}_{train_iter}")
+    os.makedirs(folder, exist_ok=True)
+    config, sets = reproduce.strategy_config(task, key, folder, train_iter, drop=STRATEGIES[key])
+    out = os.path.join(folder, "model")
+    compressed = reproduce.compress(config, base, out, data + [a for s in sets for a in ("--set", s)])
+    deployed = common.run_infer(task, out, ["--int8", "--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)]
+                                + data, os.path.join(folder, "infer"))
+    return {"metrics": deployed["metrics"], "before": compressed["metrics_before"],
+            "strategies": compressed["strategies"], "compress_seconds": compressed["compress_seconds"],
+            "peak_rss_mb": compressed["peak_rss_mb"], "sets": sets}
+
+
+def render(results):
+    lines = ["# Distillation: dev metric against training steps", "", common.provenance(results), "",
+             f"Task {results['task']} ({results['metric']}), MiniLM fine-tuned and converted as in "
+             "benchmarks/reproduce.py, batch 32. Each cell: dev metric on the whole dev split as `infer.py --int8` "
+             "deploys the compressed model, its change against the fp32 model, and run.py's wall time. The prune "
+             "rows run without the hyper-parameter search (QuantPost as configured), so only the training "
+             "changes. One run per cell: differences of a few tenths of a point may be noise.", "",
+             "| train_iter | " + " | ".join(reproduce.STRATEGIES[k]["label"] for k in STRATEGIES) + " |",
+             "|---|" + "---|" * len(STRATEGIES)]
+    runs = results["runs"]
+    for steps in sorted({r["train_iter"] for r in runs.values()}):
+        cells = []
+        for key in STRATEGIES:
+            run = runs.get(f"{key}_{steps}")
+            if run:
+                metric, base = run["metrics"]["headline"], run["before"]["headline"]
+                cells.append(f"{100 * metric:.2f} ({100 * (metric - base):+.2f}), {run['compress_seconds']:.0f} s")
+            else:
+                cells.append("–")
+        lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_data_and_output_args(parser, OUT_DIR)
+    parser.add_argument("--task", type=glue.canonical_task, default="sst-2")
+    parser.add_argument("--train_iters", type=int, nargs="+", default=[40, 120, 360])
+    parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "benchmarks", "work", "reproduce"),
+                        help="benchmarks/reproduce.py's work folder: the fine-tuned and converted models")
+    args = parser.parse_args(argv)
+    if min(args.train_iters) < 1:
+        parser.error("--train_iters must be 1 or more")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    glue.setup_logging()
+    path = os.path.join(args.out_dir, "results.json")
+    if args.render_only:
+        results = common.read_results(args.out_dir)
+    else:
+        start = time.perf_counter()
+        results = {**common.new_results("benchmarks/train_iter.py", argv), "task": args.task,
+                   "metric": glue.headline_metric(args.task), "runs": {}}
+        os.makedirs(args.out_dir, exist_ok=True)
+        work = os.path.join(args.work_dir, args.task)
+        base = reproduce.prepare_base(args.task, args)
+        data = ["--data_dir", args.data_dir] if args.data_dir else []
+        done = reproduce.Steps(os.path.join(work, "train_iter.json"))
+        for steps in sorted(args.train_iters):  # every strategy at a count before the next, longer count
+            for key in STRATEGIES:
+                name = f"{key}_{steps}"
+                results["runs"][name] = {"strategy": key, "train_iter": steps, **done.run(
+                    name, lambda: run_one(args.task, key, steps, base, work, data))}
+                results["wall_seconds"] = round(time.perf_counter() - start, 1)
+                glue.write_json(path, results)  # after every run: a stopped benchmark keeps what it finished
+    common.write_report(args.out_dir, render(results))
+    return results
+
+
+if __name__ == "__main__":
+    glue.cli(main)
