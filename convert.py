@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
+import cli  # first: loads the system zlib before torch and paddle
 import files
-import glue
 import predictors
 
 logger = logging.getLogger("convert")
@@ -78,13 +78,13 @@ def load_bert_config(name_or_path):
         try:
             config = AutoConfig.from_pretrained(name_or_path)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise glue.InputError(f"cannot load a HuggingFace config from {name_or_path!r}: "
-                                  f"{str(exc).splitlines()[0]}") from exc
+            raise cli.InputError(f"cannot load a HuggingFace config from {name_or_path!r}: "
+                                 f"{str(exc).splitlines()[0]}") from exc
         model_type = config.model_type
     if model_type not in SUPPORTED_MODEL_TYPES:
         found = f"is a {model_type!r} model" if model_type else "has no model_type in its config.json"
-        raise glue.InputError(f"{name_or_path!r} {found}; supported: BERT-family checkpoints (model_type "
-                              f"{', '.join(SUPPORTED_MODEL_TYPES)}: BERT cased/uncased, MiniLM)")
+        raise cli.InputError(f"{name_or_path!r} {found}; supported: BERT-family checkpoints (model_type "
+                             f"{', '.join(SUPPORTED_MODEL_TYPES)}: BERT cased/uncased, MiniLM)")
     return config
 
 
@@ -108,20 +108,20 @@ def load_torch_model(name_or_path, num_labels=None):
     kwargs = {"attn_implementation": "eager"}
     if not is_classifier:
         if num_labels is None:
-            raise glue.InputError(f"{name_or_path!r} is not a sequence-classification model "
-                                  f"(architectures: {architectures or 'none'}): fine-tune it first, or pass "
-                                  "--num_labels N to attach an untrained head for latency work")
+            raise cli.InputError(f"{name_or_path!r} is not a sequence-classification model "
+                                 f"(architectures: {architectures or 'none'}): fine-tune it first, or pass "
+                                 "--num_labels N to attach an untrained head for latency work")
         kwargs["num_labels"] = num_labels
     elif num_labels is not None and num_labels != config.num_labels:
-        raise glue.InputError(f"{name_or_path!r} already has a {config.num_labels}-label head; "
-                              f"drop --num_labels {num_labels}")
+        raise cli.InputError(f"{name_or_path!r} already has a {config.num_labels}-label head; "
+                             f"drop --num_labels {num_labels}")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **kwargs).eval()
     except Exception as exc:  # noqa: BLE001  torch, safetensors and pickle each raise their own type
         if not files.is_local(name_or_path):
             raise
-        raise glue.InputError(f"cannot load the weights in {name_or_path!r} (truncated or corrupt?): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        raise cli.InputError(f"cannot load the weights in {name_or_path!r} (truncated or corrupt?): "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     return model, tokenizer
 
@@ -595,7 +595,7 @@ def library_versions():
 
 def main(argv=None):
     args = parse_args(argv)
-    glue.setup_logging()
+    cli.setup_logging()
     logger.info("arguments: %s", json.dumps(vars(args)))
     local_input = args.model_name_or_path if files.is_local(args.model_name_or_path) else None
     save_dir = files.check_save_dir(args.save_dir, inputs=[local_input], overwrite=args.overwrite)
@@ -606,8 +606,8 @@ def main(argv=None):
     model, tokenizer = load_torch_model(args.model_name_or_path, args.num_labels)
     config = model.config
     if args.max_seq_length > config.max_position_embeddings:
-        raise glue.InputError(f"--max_seq_length {args.max_seq_length} is above the model's position limit "
-                              f"({config.max_position_embeddings}): pass at most {config.max_position_embeddings}")
+        raise cli.InputError(f"--max_seq_length {args.max_seq_length} is above the model's position limit "
+                             f"({config.max_position_embeddings}): pass at most {config.max_position_embeddings}")
     wrapper = logits_module(model)
     rng = np.random.default_rng(args.seed)
 
@@ -643,11 +643,11 @@ def main(argv=None):
             "convert_seconds": round(seconds, 2),
             "versions": library_versions(),
         }
-        glue.write_json(os.path.join(work.out, "convert.json"), result)
+        cli.write_json(os.path.join(work.out, "convert.json"), result)
     print(f"converted {args.model_name_or_path} -> {args.save_dir} ({args.method}): "
           f"max abs diff {parity['max_abs_diff']:.2e} vs PyTorch, {seconds:.1f} s")
     return result
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

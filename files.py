@@ -36,7 +36,7 @@ import signal
 import tempfile
 from dataclasses import dataclass
 
-from glue import InputError
+from cli import InputError
 
 # ----------------------------------------------------------------------------------------
 # Inputs

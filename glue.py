@@ -14,105 +14,19 @@ Examples are dicts {'text_a': str, 'text_b': str (pair tasks only), 'label': int
 the label is the index into Task.labels, or the float score for STS-B.
 """
 
-import ctypes
-import ctypes.util
+import cli  # noqa: F401  (first: loads the system zlib before anything loads paddle)
+import csv
+import logging
+import math
+import os
+from dataclasses import dataclass
 
+import numpy as np
+from tqdm import tqdm
 
-def _preload_system_zlib():
-    # paddle 2.6's libpaddle.so exports its bundled zlib 1.2.8; loading the system libz
-    # globally first keeps zlib users (gzip, Cython 3.1 modules) off it. PaddlePaddle/Paddle#70538
-    ctypes.CDLL(ctypes.util.find_library("z") or "libz.so.1", mode=ctypes.RTLD_GLOBAL)
-
-
-_preload_system_zlib()
-
-import csv  # noqa: E402  (the zlib preload above must run before anything loads paddle)
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from cli import InputError, take_signals
 
 logger = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------- script plumbing
-
-
-class InputError(ValueError):
-    """Bad input from the user (flags, config, files): the CLI prints it as one line."""
-
-
-def setup_logging(level=logging.INFO):
-    """Configure logging from a script's main(): one console handler, whatever an import installed.
-
-    File handlers stay: a driver that calls other scripts' main() (benchmarks/reproduce.py) keeps
-    its per-task log file when they set up logging in turn.
-    """
-    files = [h for h in logging.root.handlers if isinstance(h, logging.FileHandler)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    for handler in files:
-        logging.root.addHandler(handler)
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `finally` removes what the script made."""
-
-
-def _interrupt(signum, frame):
-    raise Interrupted(signum)
-
-
-_TAKE_SIGNALS = []  # [True] once cli() runs: a script, not a caller that imported main()
-
-
-def take_signals():
-    """Make SIGINT and SIGTERM raise Interrupted again, after an import that changed them.
-
-    `import paddle` installs C++ handlers (on SIGTERM: "FatalError: Termination signal", abort,
-    no `finally` runs); `import paddlenlp` then calls paddle.disable_signal_handler(), which
-    resets SIGTERM to the default, a silent kill (paddlenlp/__init__.py). Call this right after
-    either import; it does nothing unless cli() runs the script.
-    """
-    if _TAKE_SIGNALS:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _interrupt)
-
-
-def cli(main):
-    """Run a script's main(); user errors end as one 'error: ...' line and exit status 2.
-
-    SIGTERM is handled as SIGINT: the script cleans up its work folders, its output is left as it
-    was (or, when the signal came while publishing, complete) and it exits with 128 + the signal.
-    """
-    import paddle  # noqa: F401  (before take_signals: see there)
-
-    _TAKE_SIGNALS.append(True)
-    take_signals()
-    try:
-        main()
-    except (InputError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt as e:
-        signum = e.args[0] if isinstance(e, Interrupted) else signal.SIGINT
-        print(f"error: stopped by {signal.Signals(signum).name}: work folders removed; an output folder holds its "
-              "old or its new result, whole", file=sys.stderr)
-        raise SystemExit(128 + signum) from None
 
 
 # ----------------------------------------------------------------------------- task table
@@ -135,17 +49,14 @@ class Task:
         dev_splits: evaluation splits (MNLI has two).
         has_header: False for CoLA, whose train/dev files have no header row.
         columns: column names of a headerless file, so it is read by name like the others.
-        paddlenlp_fields: (text_a[, text_b], label) indices PaddleNLP's glue reader takes
-            from `line.strip().split('\\t')` of a dev row; kept to cross-check this reader.
     """
 
     name: str
     folder: str
     text_columns: tuple
-    label_column: str
-    labels: tuple
-    metrics: tuple
-    paddlenlp_fields: tuple
+    label_column: str = "label"
+    labels: tuple = ("0", "1")
+    metrics: tuple = ("acc",)
     dev_splits: tuple = ("dev",)
     has_header: bool = True
     columns: tuple = None
@@ -173,18 +84,16 @@ class Task:
 TASKS = {
     t.name: t
     for t in (
-        # name, folder, text_columns, label_column, labels, metrics, paddlenlp_fields[, keyword fields]
-        Task("cola", "CoLA", ("sentence",), "label", ("0", "1"), ("mcc",), (3, 1),
+        Task("cola", "CoLA", ("sentence",), metrics=("mcc",),
              has_header=False, columns=("source", "label", "marker", "sentence")),
-        Task("sst-2", "SST-2", ("sentence",), "label", ("0", "1"), ("acc",), (0, 1)),
-        Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), ("acc", "f1"), (3, 4, 0)),
-        Task("sts-b", "STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), (7, 8, 9)),
-        Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), ("acc", "f1"), (3, 4, 5)),
-        Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label",
-             ("contradiction", "entailment", "neutral"), ("acc",), (8, 9, 15),
+        Task("sst-2", "SST-2", ("sentence",)),
+        Task("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", metrics=("acc", "f1")),
+        Task("sts-b", "STS-B", ("sentence1", "sentence2"), "score", labels=None, metrics=("pearson", "spearman")),
+        Task("qqp", "QQP", ("question1", "question2"), "is_duplicate", metrics=("acc", "f1")),
+        Task("mnli", "MNLI", ("sentence1", "sentence2"), "gold_label", ("contradiction", "entailment", "neutral"),
              dev_splits=("dev_matched", "dev_mismatched")),
-        Task("qnli", "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("acc",), (1, 2, 3)),
-        Task("rte", "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("acc",), (1, 2, 3)),
+        Task("qnli", "QNLI", ("question", "sentence"), labels=("entailment", "not_entailment")),
+        Task("rte", "RTE", ("sentence1", "sentence2"), labels=("entailment", "not_entailment")),
     )
 }
 TASK_NAMES = tuple(TASKS)  # for argparse choices= and help texts
@@ -212,7 +121,7 @@ def canonical_task(name):
         name: e.g. 'SST-2', 'sst2', 'stsb', 'CoLA'.
 
     Returns:
-        The key into TASKS, e.g. 'sst-2'. Usable as an argparse `type=`.
+        The key into TASKS, e.g. 'sst-2'. (For argparse's `type=`, use task_arg.)
 
     Raises:
         ValueError: the name is not a known task; the message lists the allowed names.
@@ -221,6 +130,17 @@ def canonical_task(name):
     if canonical is None:
         raise InputError(f"unknown GLUE task {name!r}; allowed: {', '.join(sorted(TASK_ALIASES))} (any case)")
     return canonical
+
+
+def task_arg(name):
+    """argparse `type=` for a task name: canonical_task, its message kept (argparse shows only
+    "invalid ... value" for a ValueError)."""
+    import argparse
+
+    try:
+        return canonical_task(name)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def get_task(name):

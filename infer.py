@@ -18,9 +18,11 @@ import time
 
 import numpy as np
 
+import cli
 import files
 import glue
 import predictors
+import workarounds
 
 logger = logging.getLogger("infer")
 
@@ -31,11 +33,15 @@ BACKENDS = ("paddle", "openvino")
 
 # Batches cycled through in --perf mode (and run to collect TensorRT's shape ranges).
 PERF_BATCHES = 8
+GPU_MEMORY_POOL_MB = 256  # the initial pool Paddle Inference reserves on the card; it grows as needed
+GPU_ID = 0
+TRT_WORKSPACE_BYTES = 1 << 30  # scratch memory TensorRT may use while choosing kernels
+TRT_MIN_SUBGRAPH_SIZE = 5  # smaller runs of ops stay on Paddle: an engine's launch costs more than they do
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task_name", type=str, default="cola",
+    parser.add_argument("--task_name", type=glue.task_arg, default="cola",
                         help=f"GLUE task: {', '.join(glue.TASK_NAMES)} (HF spellings sst2, stsb too)")
     parser.add_argument("--model_type", default=None, help="informational, as in the document")
     parser.add_argument("--model_name_or_path", default=None,
@@ -64,7 +70,7 @@ def parse_args(argv=None):
     parser.add_argument("--cpu_threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--enable_mkldnn", action=argparse.BooleanOptionalAction, default=True,
                         help="oneDNN kernels on CPU (Paddle 2.6's default; --no-enable_mkldnn runs MKL and "
-                             "native kernels, about 4x slower for BERT)")
+                             "native kernels, much slower for BERT)")
     parser.add_argument("--cpu_int8_ops", nargs="+", default=sorted(predictors.ONEDNN_INT8_OPS), metavar="OP_TYPE",
                         help="with --int8 on cpu: the op types oneDNN runs in int8 (default: %(default)s; "
                              "`all` lets Paddle quantize every op that has scales, which breaks BERT's attention)")
@@ -74,10 +80,6 @@ def parse_args(argv=None):
                              "(x0 x1 x2 for a model X2Paddle wrote without convert.py)")
     parser.add_argument("--save_dir", default="output/infer", help="where results.json goes (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        args.task_name = glue.canonical_task(args.task_name)
-    except glue.InputError as exc:
-        parser.error(f"--task_name: {exc}")
     if sum((args.int8, args.fp16, args.bf16)) > 1:
         parser.error("--int8, --fp16 and --bf16 exclude each other: pick one precision")
     if args.backend == "openvino" and args.device != "cpu":
@@ -113,8 +115,8 @@ def model_files(model_path):
     paths = (model_path + ".pdmodel", model_path + ".pdiparams")
     missing = [f for f in paths if not os.path.isfile(f)]
     if missing:
-        raise glue.InputError(f"--model_path {model_path!r}: missing {', '.join(missing)} (pass the path prefix, "
-                              "e.g. ./x2paddle_cola/model for ./x2paddle_cola/model.pdmodel)")
+        raise cli.InputError(f"--model_path {model_path!r}: missing {', '.join(missing)} (pass the path prefix, "
+                             "e.g. ./x2paddle_cola/model for ./x2paddle_cola/model.pdmodel)")
     return paths
 
 
@@ -123,32 +125,32 @@ def check_device(device):
     import paddle
 
     if device == "gpu" and not paddle.device.is_compiled_with_cuda():
-        raise glue.InputError("--device gpu (the default) needs Paddle's CUDA build (paddlepaddle-gpu); this one is "
-                              "CPU-only: pass --device cpu")
+        raise cli.InputError("--device gpu (the default) needs Paddle's CUDA build (paddlepaddle-gpu); this one is "
+                             "CPU-only: pass --device cpu")
     if device == "xpu" and not paddle.device.is_compiled_with_xpu():
-        raise glue.InputError("--device xpu needs Paddle's XPU build; this one has no XPU support: pass --device cpu")
+        raise cli.InputError("--device xpu needs Paddle's XPU build; this one has no XPU support: pass --device cpu")
 
 
-def check_model(args):
+def check_model(model_path, input_names, max_seq_length, int8, backend, device):
     """The model's facts, checked against the flags before anything loads it."""
-    model_file, params_file = model_files(args.model_path)
-    model = files.read_paddle_model(model_file, params_file, what=f"--model_path {args.model_path!r}")
-    if sorted(model.feeds) != sorted(args.input_names):
-        raise glue.InputError(f"the model's feeds are {sorted(model.feeds)}, --input_names gives {args.input_names}: "
-                              "pass --input_names in the order input_ids attention_mask token_type_ids")
+    model_file, params_file = model_files(model_path)
+    model = files.read_paddle_model(model_file, params_file, what=f"--model_path {model_path!r}")
+    if sorted(model.feeds) != sorted(input_names):
+        raise cli.InputError(f"the model's feeds are {sorted(model.feeds)}, --input_names gives {input_names}: "
+                             "pass --input_names in the order input_ids attention_mask token_type_ids")
     fixed = model.fixed_seq_length
-    if fixed is not None and fixed != args.max_seq_length:
-        raise glue.InputError(f"the model's sequence length is fixed at {fixed} (a trace conversion): pass "
-                              f"--max_seq_length {fixed}, not {args.max_seq_length}")
-    if args.int8 and not model.quantized:
-        raise glue.InputError(f"--int8 needs a quantized model (one run.py wrote with QuantPost or QuantAware); "
-                              f"{args.model_path} has no quantize/dequantize ops: drop --int8")
-    if model.quantized and not args.int8 and args.backend == "openvino":
-        raise glue.InputError(f"{args.model_path} is quantized: pass --int8 (OpenVINO runs a quantized model "
-                              "in int8 only)")
-    if model.quantized and not args.int8 and args.device == "cpu":
+    if fixed is not None and fixed != max_seq_length:
+        raise cli.InputError(f"the model's sequence length is fixed at {fixed} (a trace conversion): pass "
+                             f"--max_seq_length {fixed}, not {max_seq_length}")
+    if int8 and not model.quantized:
+        raise cli.InputError(f"--int8 needs a quantized model (one run.py wrote with QuantPost or QuantAware); "
+                             f"{model_path} has no quantize/dequantize ops: drop --int8")
+    if model.quantized and not int8 and backend == "openvino":
+        raise cli.InputError(f"{model_path} is quantized: pass --int8 (OpenVINO runs a quantized model "
+                             "in int8 only)")
+    if model.quantized and not int8 and device == "cpu":
         logger.warning("%s is quantized but runs without --int8: its fake-quant ops run in fp32, several times "
-                       "slower than the fp32 model; pass --int8 for the int8 kernels", args.model_path)
+                       "slower than the fp32 model; pass --int8 for the int8 kernels", model_path)
     return model
 
 
@@ -156,27 +158,32 @@ def load_tokenizer(name_or_path, vocab_size):
     """The tokenizer, checked against the model's vocabulary size."""
     tokenizer = glue.load_tokenizer(name_or_path)
     if vocab_size is not None and len(tokenizer) != vocab_size:
-        raise glue.InputError(f"the tokenizer from {name_or_path!r} has {len(tokenizer)} tokens but the "
-                              f"model's word embeddings have {vocab_size}: pass the model's own tokenizer folder "
-                              "with --model_name_or_path")
+        raise cli.InputError(f"the tokenizer from {name_or_path!r} has {len(tokenizer)} tokens but the "
+                             f"model's word embeddings have {vocab_size}: pass the model's own tokenizer folder "
+                             "with --model_name_or_path")
     return tokenizer
 
 
 # ----------------------------------------------------------------------------------------
 # Predictor
 # ----------------------------------------------------------------------------------------
-def make_config(args):
+def cpu_int8_ops(args):
+    """The op types oneDNN runs in int8 (an empty set: every op with scales), None for no int8 on CPU."""
+    if not (args.int8 and args.device == "cpu"):
+        return None
+    return set() if args.cpu_int8_ops == ["all"] else set(args.cpu_int8_ops)
+
+
+def make_config(model_path, device, cpu_threads=1, mkldnn=True, int8_ops=None):
+    """A paddle.inference.Config for `device`; on CPU, predictors.cpu_config (int8_ops: see cpu_int8_ops)."""
     from paddle import inference
 
-    if args.device == "cpu":
-        int8_ops = None
-        if args.int8:
-            int8_ops = set() if args.cpu_int8_ops == ["all"] else set(args.cpu_int8_ops)
-        return predictors.cpu_config(args.model_path, args.cpu_threads, args.enable_mkldnn, int8_ops)
-    config = inference.Config(*model_files(args.model_path))
+    if device == "cpu":
+        return predictors.cpu_config(model_path, cpu_threads, mkldnn, int8_ops)
+    config = inference.Config(*model_files(model_path))
     config.disable_glog_info()
-    if args.device == "gpu":
-        config.enable_use_gpu(256, 0)
+    if device == "gpu":
+        config.enable_use_gpu(GPU_MEMORY_POOL_MB, GPU_ID)
     else:
         config.enable_xpu()
     config.switch_ir_optim(True)
@@ -184,40 +191,43 @@ def make_config(args):
     return config
 
 
-def enable_trt(config, args, shape_file=None):
+def enable_trt(config, precision_name, batch_size, shape_file=None):
     from paddle import inference
 
     mode = {"int8": inference.PrecisionType.Int8, "fp16": inference.PrecisionType.Half,
-            "fp32": inference.PrecisionType.Float32}[precision(args)]
+            "fp32": inference.PrecisionType.Float32}[precision_name]
     # use_calib_mode=False: int8 scales come from the quantized model (PaddleSlim), not calibration
-    config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=args.batch_size, min_subgraph_size=5,
+    config.enable_tensorrt_engine(workspace_size=TRT_WORKSPACE_BYTES, max_batch_size=batch_size,
+                                  min_subgraph_size=TRT_MIN_SUBGRAPH_SIZE,
                                   precision_mode=mode, use_static=False, use_calib_mode=False)
     if shape_file is not None:
         config.enable_tuned_tensorrt_dynamic_shape(shape_file, True)
 
 
-def create_predictor(args, shape_batches=()):
-    """The predictor for --device/--use_trt/precision.
+def create_predictor(make, model_path, trt=None):
+    """predict(feeds) for a config from make() (a fresh one each call).
 
-    TensorRT needs the range of every dynamic input shape. That is collected first, as a
-    logged step of the same run: a plain GPU predictor runs `shape_batches` and records the
-    shapes, then the TensorRT predictor is built from them (the upstream script collected,
-    printed a hint and exited, so its first run measured nothing).
+    trt: None, or (precision, batch size, save_dir, shape batches) for TensorRT, which needs the
+    range of every dynamic input shape. That is collected first, as a logged step of the same
+    run: a plain GPU predictor runs the shape batches and records the shapes, then the TensorRT
+    predictor is built from them (the upstream script collected, printed a hint and exited, so
+    its first run measured nothing).
     """
-    if not args.use_trt:
-        return predictors.predict_fn(predictors.create_predictor(make_config(args), args.model_path))
-    os.makedirs(args.save_dir, exist_ok=True)
-    shape_file = os.path.join(args.save_dir, "trt_shape_range.pbtxt")
+    if trt is None:
+        return predictors.predict_fn(predictors.create_predictor(make(), model_path))
+    precision_name, batch_size, save_dir, shape_batches = trt
+    os.makedirs(save_dir, exist_ok=True)
+    shape_file = os.path.join(save_dir, "trt_shape_range.pbtxt")
     logger.info("TensorRT: collecting dynamic shape ranges on %d batches into %s", len(shape_batches), shape_file)
-    collect = make_config(args)
+    collect = make()
     collect.collect_shape_range_info(shape_file)
-    collector = predictors.predict_fn(predictors.create_predictor(collect, args.model_path))
+    collector = predictors.predict_fn(predictors.create_predictor(collect, model_path))
     for feeds in shape_batches:
         collector(feeds)
-    logger.info("TensorRT: building the %s engine with the collected shapes", precision(args))
-    config = make_config(args)
-    enable_trt(config, args, shape_file)
-    return predictors.predict_fn(predictors.create_predictor(config, args.model_path))
+    logger.info("TensorRT: building the %s engine with the collected shapes", precision_name)
+    config = make()
+    enable_trt(config, precision_name, batch_size, shape_file)
+    return predictors.predict_fn(predictors.create_predictor(config, model_path))
 
 
 # ----------------------------------------------------------------------------------------
@@ -264,7 +274,7 @@ def openvino_int8_edit(seven_bit_weights):
                 if scale.ndim == 0:
                     tensor.set(scale.reshape([1]), paddle.CPUPlace())
         weights = set()  # outputs of the weights' dequantize_linear
-        for _, op, weight, scale in predictors.weight_dequantizers(block, scope):
+        for _, op, weight, scale in workarounds.weight_dequantizers(block, scope):
             weights.add(op.output("Y")[0])
             if seven_bit_weights:
                 scope.find_var(op.input("X")[0]).get_tensor().set(
@@ -309,32 +319,32 @@ def openvino_int8_edit(seven_bit_weights):
     return edit
 
 
-def openvino_predictor(args):
+def openvino_predictor(model_path, cpu_threads, int8=False, bf16=False):
     """predict(feeds) -> logits through OpenVINO on CPU, and what ran: {'openvino', 'int8_linear_layers', ...}."""
     try:
         import openvino as ov
     except ImportError:
-        raise glue.InputError("--backend openvino needs the openvino package: pip install -r requirements.txt") from None
+        raise cli.InputError("--backend openvino needs the openvino package: pip install -r requirements.txt") from None
     core = ov.Core()
-    if args.bf16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        raise glue.InputError("this CPU has no bf16 support (OpenVINO lists none): drop --bf16")
+    if bf16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise cli.InputError("this CPU has no bf16 support (OpenVINO lists none): drop --bf16")
     facts = {"openvino": ov.__version__}
-    if args.int8:
+    if int8:
         facts["seven_bit_weights"] = not has_int8_dot_product(cpu_flags())
-        program, params = predictors.edited_model(args.model_path, openvino_int8_edit(facts["seven_bit_weights"]))
+        program, params = predictors.edited_model(model_path, openvino_int8_edit(facts["seven_bit_weights"]))
         model = core.read_model(model=program, weights=ov.Tensor(np.frombuffer(params, dtype=np.uint8)))
     else:
-        model = core.read_model(args.model_path + ".pdmodel")
+        model = core.read_model(model_path + ".pdmodel")
     # An explicit precision hint: left alone, OpenVINO runs fp32 models in bf16 on AMX CPUs.
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": args.cpu_threads,
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": cpu_threads,
                                                   "PERFORMANCE_HINT": "LATENCY",
-                                                  "INFERENCE_PRECISION_HINT": "bf16" if args.bf16 else "f32"})
+                                                  "INFERENCE_PRECISION_HINT": "bf16" if bf16 else "f32"})
     facts["int8_linear_layers"] = sum(
         1 for op in compiled.get_runtime_model().get_ordered_ops()
         if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "MatMul")
         and op.get_rt_info()["runtimePrecision"].astype(str) in ("i8", "u8"))
-    if args.int8 and not facts["int8_linear_layers"]:
-        raise RuntimeError(f"OpenVINO ran no linear layer of {args.model_path} in int8")
+    if int8 and not facts["int8_linear_layers"]:
+        raise RuntimeError(f"OpenVINO ran no linear layer of {model_path} in int8")
     request = compiled.create_infer_request()
     names = [port.get_any_name() for port in compiled.inputs]
 
@@ -370,11 +380,11 @@ def measure(predict, batches, warmup_steps, steps):
 
 def main(argv=None):
     args = parse_args(argv)
-    glue.setup_logging()
+    cli.setup_logging()
     logger.info("arguments: %s", json.dumps(vars(args)))
     if args.device != "cpu":
         check_device(args.device)
-    model = check_model(args)
+    model = check_model(args.model_path, args.input_names, args.max_seq_length, args.int8, args.backend, args.device)
     save_dir = files.check_save_dir(args.save_dir, inputs=[args.model_path + ".pdmodel"], replace=False)
     args.model_name_or_path = args.model_name_or_path or os.path.dirname(os.path.abspath(args.model_path))
     tokenizer = load_tokenizer(args.model_name_or_path, model.vocab_size)
@@ -388,9 +398,13 @@ def main(argv=None):
     first_batches = list(itertools.islice(glue.batches(next(iter(features.values())), args.batch_size,
                                                        collate.collate_feeds), PERF_BATCHES))
     if args.backend == "openvino":
-        predict, backend_facts = openvino_predictor(args)
+        predict, backend_facts = openvino_predictor(args.model_path, args.cpu_threads, args.int8, args.bf16)
     else:
-        predict, backend_facts = create_predictor(args, shape_batches=first_batches), {}
+        def make():
+            return make_config(args.model_path, args.device, args.cpu_threads, args.enable_mkldnn, cpu_int8_ops(args))
+
+        trt = (precision(args), args.batch_size, save_dir, first_batches) if args.use_trt else None
+        predict, backend_facts = create_predictor(make, args.model_path, trt), {}
 
     setup = {"task_name": task, "model_path": args.model_path, "device": args.device,
              "backend": "openvino" if args.backend == "openvino" else
@@ -415,10 +429,10 @@ def main(argv=None):
         result = {"mode": "accuracy", **setup, "metrics": metrics}
         line = f"accuracy {task} {args.model_path}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     os.makedirs(save_dir, exist_ok=True)
-    glue.write_json(os.path.join(save_dir, "results.json"), result)
+    cli.write_json(os.path.join(save_dir, "results.json"), result)
     print(line)
     return result
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

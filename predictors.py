@@ -12,9 +12,9 @@ A model is a path prefix (`dir/model` for dir/model.pdmodel + dir/model.pdiparam
 (program bytes, params bytes) pair held in memory.
 """
 
-import numpy as np
 
-import glue
+import cli
+import workarounds
 
 # Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), 95%
 # (MiniLM) to 97% (BERT-base) of the FLOPs at sequence length 128. PaddleSlim's onnx_format export
@@ -52,8 +52,8 @@ def create_predictor(config, what):
     try:
         return inference.create_predictor(config)
     except RuntimeError as exc:  # Paddle reports a short or damaged .pdiparams as a RuntimeError
-        raise glue.InputError(f"cannot load {what} (truncated or corrupt?): {str(exc).strip().splitlines()[0]}; "
-                              "convert or compress the model again") from None
+        raise cli.InputError(f"cannot load {what} (truncated or corrupt?): {str(exc).strip().splitlines()[0]}; "
+                             "convert or compress the model again") from None
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,47 +110,6 @@ def has_int8_weights(program_bytes):
                for op in block.ops for arg in op.inputs)
 
 
-def weight_dequantizers(block, scope):
-    """(op, int8 weight, scale) of each dequantize_linear that reads a symmetric int8 weight, last op first."""
-    for index in reversed(range(len(block.ops))):
-        op = block.ops[index]
-        if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
-            continue
-        weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
-                                     for n in ("X", "Scale", "ZeroPoint"))
-        if np.any(zero_point != 0) or weight.dtype != np.int8:
-            continue  # not PaddleSlim's symmetric int8 weight: left to the runtime
-        yield index, op, weight, scale
-
-
-def dequantize_weights(block, scope):
-    """Turn the quantized model's int8 weights back into fp32 (an edited_model edit, for oneDNN).
-
-    Works around Paddle 2.6's quant_dequant_mkldnn_pass, which scales a weight along the wrong axis
-    when the weight is square (ConvertFromINT8ToFP32 in quant_dequant_mkldnn_pass.cc takes the
-    conv-filter branch whenever the scale count equals dim 0): PaddleSlim stores matmul weights
-    [in, out] with one scale per output channel, so every q/k/v/output projection of an unpruned
-    BERT got its input rows scaled instead, and a QAT MiniLM lost points of dev metric under
-    `--int8` (pruned weights, no longer square, were spared). Here each weight's
-    dequantize_linear is applied once, exactly as the fake-quant graph computes it
-    (w_int8 * scale / (2^(bits-1) - 1) along quant_axis), and removed; the pass then has no weight
-    to convert, and oneDNN quantizes the fc weights per output channel itself from these values.
-    Activation quantize/dequantize pairs, and with them the int8 input scales, are left as they are.
-    """
-    import paddle
-
-    for index, op, weight, scale in weight_dequantizers(block, scope):
-        name, out = op.input("X")[0], op.output("Y")[0]
-        axis = op.attr("quant_axis")
-        shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
-        fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
-        block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
-        scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
-        for consumer in block.ops[index + 1:]:
-            consumer._rename_input(out, name)
-        block._remove_op(index)
-
-
 # ----------------------------------------------------------------------------------------
 # CPU predictors
 # ----------------------------------------------------------------------------------------
@@ -158,12 +117,12 @@ def cpu_config(model, threads, mkldnn=True, int8_ops=None):
     """A CPU paddle.inference.Config: IR passes on, oneDNN unless mkldnn=False.
 
     int8_ops: None for fp32; else the op types oneDNN runs in int8 (an empty set: every op with
-    scales), with the weights of the quantized model dequantized first (dequantize_weights).
+    scales), with the weights of the quantized model dequantized first (workarounds.dequantize_weights).
     """
     from paddle import inference
 
     if int8_ops is not None:
-        model = edited_model(model, dequantize_weights)
+        model = edited_model(model, workarounds.dequantize_weights)
     if isinstance(model, str):
         config = inference.Config(model + ".pdmodel", model + ".pdiparams")
     else:

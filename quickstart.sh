@@ -11,4 +11,4 @@ cd "$(dirname "$0")"
 .venv/bin/pip install -q -r requirements.txt
 data=${1:-${GLUE_DIR:-}}
 .venv/bin/python benchmarks/reproduce.py --tasks sst-2 --strategies ptq \
-    --work_dir output/quickstart --out_dir output/quickstart ${data:+--data_dir "$data"}
+    --work_dir output/quickstart --save_dir output/quickstart ${data:+--data_dir "$data"}

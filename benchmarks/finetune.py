@@ -1,9 +1,9 @@
 """Fine-tune a HF BERT encoder into a BertForSequenceClassification on one GLUE task, on CPU.
 
     python benchmarks/finetune.py --task_name sst-2 --data_dir /path/to/glue_data --max_seq_length 64 \\
-        --max_train_samples 8000 --output_dir benchmarks/work/minilm-sst2
+        --max_train_samples 8000 --save_dir benchmarks/work/minilm-sst2
     GLUE_DIR=/path/to/glue_data python benchmarks/finetune.py --task_name rte --epochs 3 \\
-        --output_dir benchmarks/work/minilm-rte
+        --save_dir benchmarks/work/minilm-rte
     python convert.py --model_name_or_path benchmarks/work/minilm-sst2 --save_dir x2paddle_sst2
 
 It makes the input model of the PyTorch -> Paddle pipeline (convert.py, run.py, infer.py): a
@@ -12,7 +12,7 @@ real fine-tuned classifier, by default from the packaged pretrained all-MiniLM-L
 linear warmup then linear decay, seeded (torch, numpy, random). Dev metrics come from
 glue.evaluate, the loop every other script uses. The output folder holds the model and
 tokenizer (save_pretrained) and `finetune.json` (settings, sample counts, timings, metrics,
-versions); it is built in a temporary folder beside --output_dir and renamed into place.
+versions); it is built in a temporary folder beside --save_dir and renamed into place.
 """
 import argparse
 import json
@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/ is not a package
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import cli  # noqa: E402
 import glue  # noqa: E402
 import convert  # noqa: E402
 import files  # noqa: E402
@@ -35,14 +36,7 @@ from tqdm import tqdm  # noqa: E402
 logger = logging.getLogger("finetune")
 
 INPUT_NAMES = list(glue.INPUT_KEYS)  # the HF model's own argument names are the feed names
-def task_name(value):
-    """argparse type: any accepted spelling of a task ('SST-2', 'sst2') -> its canonical name."""
-    try:
-        return glue.canonical_task(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
+LOSS_WINDOW = 50  # the training loss shown and logged: the mean over the last this many steps
 def default_threads():
     try:
         return len(os.sched_getaffinity(0))
@@ -52,15 +46,15 @@ def default_threads():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task_name", type=task_name, choices=glue.TASK_NAMES, required=True,
+    parser.add_argument("--task_name", type=glue.task_arg, required=True,
                         help="GLUE task; PaddleNLP and HF spellings are both accepted (sst-2, sst2, SST-2)")
     parser.add_argument("--model_name_or_path", default=None,
                         help="HF BERT folder (a bare BertModel gets a new classification head) or hub id; "
                              f"default: the pretrained all-MiniLM-L6-v2 of the `{common.PACKAGED_MODEL}` package")
     parser.add_argument("--data_dir", default=None,
                         help="folder in GLUE TSV layout (<dir>/SST-2/train.tsv, dev.tsv); default: $GLUE_DIR")
-    parser.add_argument("--output_dir", required=True, help="where the fine-tuned model goes (must be empty or absent)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    parser.add_argument("--save_dir", required=True, help="where the fine-tuned model goes (must be empty or absent)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --save_dir")
     parser.add_argument("--max_seq_length", type=int, default=128,
                         help="tokens per example, special tokens included; longer ones are truncated "
                              "(default: %(default)s)")
@@ -83,10 +77,10 @@ def parse_args(argv=None):
                         help="fraction of the steps spent warming the learning rate up from 0 (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=42,
                         help="seeds torch, numpy, random, the train subset and the shuffling (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=default_threads(),
+    parser.add_argument("--cpu_threads", type=int, default=default_threads(),
                         help="torch CPU threads (default: all cores this process may use, %(default)s here)")
     args = parser.parse_args(argv)
-    for name in ("max_seq_length", "batch_size", "threads"):
+    for name in ("max_seq_length", "batch_size", "cpu_threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.max_seq_length < 2:
@@ -115,8 +109,8 @@ def check_data_dir(data_dir, spec):
                         if os.path.isfile(p)), glue.split_path(data_dir, spec.name, spec.dev_splits[0])))
     missing = [p for p in wanted if not os.path.isfile(p)]
     if missing:
-        raise glue.InputError(f"GLUE {spec.name} data not found: no {', '.join(missing)}. Pass a folder in GLUE "
-                              f"TSV layout (<dir>/{spec.folder}/train.tsv and dev files) with --data_dir or GLUE_DIR")
+        raise cli.InputError(f"GLUE {spec.name} data not found: no {', '.join(missing)}. Pass a folder in GLUE "
+                             f"TSV layout (<dir>/{spec.folder}/train.tsv and dev files) with --data_dir or GLUE_DIR")
 
 
 def load_model(name_or_path, task, max_seq_length):
@@ -129,8 +123,8 @@ def load_model(name_or_path, task, max_seq_length):
 
     config = convert.load_bert_config(name_or_path)
     if max_seq_length > config.max_position_embeddings:
-        raise glue.InputError(f"--max_seq_length {max_seq_length} is above the model's position limit "
-                              f"({config.max_position_embeddings}): pass at most {config.max_position_embeddings}")
+        raise cli.InputError(f"--max_seq_length {max_seq_length} is above the model's position limit "
+                             f"({config.max_position_embeddings}): pass at most {config.max_position_embeddings}")
     spec = glue.get_task(task)
     kwargs = {"num_labels": spec.num_labels}
     if spec.is_regression:
@@ -224,12 +218,12 @@ def train(model, features, collate, args, is_regression, total_steps, warmup_ste
             step += 1
             progress.update(1)
             if step % 10 == 0 or step == total_steps:
-                progress.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                progress.set_postfix(loss=f"{np.mean(losses[-LOSS_WINDOW:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if step == total_steps:
                 break
         epoch += 1
         logger.info("pass %d done at step %d/%d, mean loss of the last 50 steps %.4f",
-                    epoch, step, total_steps, float(np.mean(losses[-50:])))
+                    epoch, step, total_steps, float(np.mean(losses[-LOSS_WINDOW:])))
     progress.close()
     return losses, seen
 
@@ -255,26 +249,43 @@ def versions():
             "transformers": transformers.__version__, "numpy": np.__version__}
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    glue.setup_logging()
-    logger.info("arguments: %s", json.dumps(vars(args)))
+def check_inputs(args):
+    """(model folder, data folder, task spec, output folder), each checked before anything loads."""
     model_dir = args.model_name_or_path or common.packaged_model_dir()
     data_dir = glue.resolve_data_dir(args.data_dir)
     if data_dir is None:
-        raise glue.InputError("no GLUE data: pass --data_dir (a folder in GLUE TSV layout, "
-                              "<dir>/SST-2/train.tsv and dev.tsv) or set GLUE_DIR")
+        raise cli.InputError("no GLUE data: pass --data_dir (a folder in GLUE TSV layout, "
+                             "<dir>/SST-2/train.tsv and dev.tsv) or set GLUE_DIR")
     spec = glue.get_task(args.task_name)
     check_data_dir(data_dir, spec)
-    output_dir = files.check_save_dir(args.output_dir, inputs=[model_dir, data_dir], overwrite=args.overwrite,
-                                      flag="--output_dir")
+    save_dir = files.check_save_dir(args.save_dir, inputs=[model_dir, data_dir], overwrite=args.overwrite)
+    return model_dir, data_dir, spec, save_dir
 
+
+def seed_everything(seed, threads):
     import torch
 
-    torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)  # also seeds the new head's initialisation and dropout
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds the new head's initialisation and dropout
+
+
+def training_schedule(train_rows, args):
+    """(steps per epoch, total steps, warm-up steps) from --batch_size, --epochs, --max_steps, --warmup_ratio."""
+    steps_per_epoch = math.ceil(train_rows / args.batch_size)
+    total_steps = max(1, math.ceil(args.epochs * steps_per_epoch))
+    if args.max_steps is not None:
+        total_steps = min(total_steps, args.max_steps)
+    return steps_per_epoch, total_steps, math.ceil(args.warmup_ratio * total_steps)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.setup_logging()
+    logger.info("arguments: %s", json.dumps(vars(args)))
+    model_dir, data_dir, spec, save_dir = check_inputs(args)
+    seed_everything(args.seed, args.cpu_threads)
 
     train_examples, train_available = load_train_examples(data_dir, spec.name, args.max_train_samples, args.seed)
     dev_examples = glue.load_dev_splits(spec.name, data_dir)
@@ -283,77 +294,55 @@ def main(argv=None):
                 model_dir, sum(p.numel() for p in model.parameters()) / 1e6, spec.num_labels,
                 len(train_examples), train_available, {s: len(e) for s, e in dev_examples.items()})
 
+    seconds = {}
     start = time.perf_counter()
     train_features = glue.convert_examples(train_examples, tokenizer, args.max_seq_length, spec.name, "tokenize train")
     dev_features = {split: glue.convert_examples(ex, tokenizer, args.max_seq_length, spec.name, f"tokenize {split}")
                     for split, ex in dev_examples.items()}
-    tokenize_seconds = time.perf_counter() - start
-    # Examples that fill max_seq_length (most of them were truncated to fit).
-    at_max_length = sum(len(f["input_ids"]) == args.max_seq_length for f in train_features)
+    seconds["tokenize"] = time.perf_counter() - start
     # Pad each batch to its longest example: SST-2 sentences are far shorter than max_seq_length.
     collate = glue.Collator(INPUT_NAMES, tokenizer.pad_token_id, tokenizer.pad_token_type_id,
                             args.max_seq_length, padding="longest")
-
-    steps_per_epoch = math.ceil(len(train_features) / args.batch_size)
-    total_steps = max(1, math.ceil(args.epochs * steps_per_epoch))
-    if args.max_steps is not None:
-        total_steps = min(total_steps, args.max_steps)
-    warmup_steps = math.ceil(args.warmup_ratio * total_steps)
+    steps_per_epoch, total_steps, warmup_steps = training_schedule(len(train_features), args)
     logger.info("training %d steps (%d per epoch, %d warm-up), %d threads", total_steps, steps_per_epoch,
-                warmup_steps, args.threads)
+                warmup_steps, args.cpu_threads)
 
     start = time.perf_counter()
     losses, seen = train(model, train_features, collate, args, spec.is_regression, total_steps, warmup_steps)
-    train_seconds = time.perf_counter() - start
-
+    seconds["train"] = time.perf_counter() - start
     start = time.perf_counter()
     metrics = glue.evaluate(torch_predict_fn(model), dev_features, spec.name, args.batch_size, collate, desc="dev")
-    eval_seconds = time.perf_counter() - start
+    seconds["eval"] = time.perf_counter() - start
     logger.info("dev metrics: %s", json.dumps(metrics))
 
     result = {
-        "task": spec.name,
-        "source_model": model_dir,
-        "train_samples": len(train_features),
+        "task": spec.name, "source_model": model_dir, "train_samples": len(train_features),
         "train_samples_available": train_available,
-        "train_at_max_length": at_max_length,
+        # examples that fill max_seq_length (most of them were truncated to fit)
+        "train_at_max_length": sum(len(f["input_ids"]) == args.max_seq_length for f in train_features),
         "dev_samples": {split: len(f) for split, f in dev_features.items()},
-        "steps": total_steps,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs": round(total_steps / steps_per_epoch, 4),
-        "epochs_requested": args.epochs,
-        "max_steps": args.max_steps,
-        "learning_rate": args.learning_rate,
-        "warmup_steps": warmup_steps,
-        "weight_decay": args.weight_decay,
-        "max_grad_norm": args.max_grad_norm,
-        "batch_size": args.batch_size,
-        "max_seq_length": args.max_seq_length,
-        "padding": "longest",
-        "seed": args.seed,
-        "threads": args.threads,
-        "device": "cpu",
+        "steps": total_steps, "steps_per_epoch": steps_per_epoch, "epochs": round(total_steps / steps_per_epoch, 4),
+        "epochs_requested": args.epochs, "max_steps": args.max_steps, "learning_rate": args.learning_rate,
+        "warmup_steps": warmup_steps, "weight_decay": args.weight_decay, "max_grad_norm": args.max_grad_norm,
+        "batch_size": args.batch_size, "max_seq_length": args.max_seq_length, "padding": "longest",
+        "seed": args.seed, "threads": args.cpu_threads, "device": "cpu",
         "cpu": platform.processor() or platform.machine(),
-        "train_loss_first_50": float(np.mean(losses[:50])),
-        "train_loss_last_50": float(np.mean(losses[-50:])),
-        "tokenize_seconds": round(tokenize_seconds, 2),
-        "train_seconds": round(train_seconds, 2),
-        "train_samples_per_second": round(seen / train_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "dev_metrics": metrics,
-        "versions": versions(),
+        "train_loss_first_50": float(np.mean(losses[:LOSS_WINDOW])),  # the keys predate LOSS_WINDOW
+        "train_loss_last_50": float(np.mean(losses[-LOSS_WINDOW:])),
+        **{f"{stage}_seconds": round(value, 2) for stage, value in seconds.items()},
+        "train_samples_per_second": round(seen / seconds["train"], 2),
+        "dev_metrics": metrics, "versions": versions(),
     }
-
-    with files.building(output_dir, "finetune", args.overwrite) as work:
+    with files.building(save_dir, "finetune", args.overwrite) as work:
         model.save_pretrained(work.out)
         tokenizer.save_pretrained(work.out)
-        glue.write_json(os.path.join(work.out, "finetune.json"), result)
+        cli.write_json(os.path.join(work.out, "finetune.json"), result)
 
     named = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "headline")
-    print(f"fine-tuned {spec.name} on {len(train_features)} examples, {total_steps} steps in {train_seconds:.1f} s: "
-          f"dev {named} -> {args.output_dir}")
+    print(f"fine-tuned {spec.name} on {len(train_features)} examples, {total_steps} steps in {seconds['train']:.1f} s: "
+          f"dev {named} -> {args.save_dir}")
     return result
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

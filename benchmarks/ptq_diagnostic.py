@@ -26,12 +26,12 @@ import json
 import os
 import re
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import cli  # noqa: E402
 import glue  # noqa: E402
 import reproduce  # noqa: E402
 
@@ -200,42 +200,34 @@ def summary(results):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_and_output_args(parser, OUT_DIR)
-    parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "sts-b"])
+    common.add_benchmark_args(parser, OUT_DIR)
+    parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=["sst-2", "sts-b"])
     parser.add_argument("--bert_base", action="store_true",
                         help="also run PTQ of a BERT-base-sized model (random weights) for its peak memory")
-    parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "benchmarks", "work", "reproduce"),
-                        help="benchmarks/reproduce.py's work folder: the fine-tuned and converted models")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    glue.setup_logging()
-    path = os.path.join(args.out_dir, "results.json")
-    if args.render_only:
-        results = common.read_results(args.out_dir)
-    else:
-        start = time.perf_counter()
-        results = {**common.new_results("benchmarks/ptq_diagnostic.py", argv), "tasks": []}
-        os.makedirs(args.out_dir, exist_ok=True)
 
-        def save(row):
-            results["tasks"] = [r for r in results["tasks"] if r["task"] != row["task"]] + [row]
-            results["wall_seconds"] = round(time.perf_counter() - start, 1)
-            glue.write_json(path, results)
-
+    def measure(results, save):
+        results["tasks"] = []
         if args.bert_base:  # first: one run, and the memory bound is a goal of its own
             memory = bert_base_memory(args)
             quant_post = memory["quant_post"]
             results["bert_base_memory"] = {**memory, "calibration": f"{quant_post['batch_nums']} batches of "
                                            f"{quant_post['batch_size']}, algo {quant_post['algo']}"}
-            glue.write_json(path, results)
+            save()
+
+        def save_row(row):
+            results["tasks"] = [r for r in results["tasks"] if r["task"] != row["task"]] + [row]
+            save()
+
         for task in args.tasks:
-            run_task(task, args, save)
-    common.write_report(args.out_dir, render(results))
-    return results
+            run_task(task, args, save_row)
+
+    return common.benchmark_main(args, "benchmarks/ptq_diagnostic.py", argv, measure, render)
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

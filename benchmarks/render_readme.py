@@ -3,9 +3,10 @@
     python benchmarks/render_readme.py
 
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
-tables rendered from benchmarks/NAME/results.json (NAME: latency, latency/avx2, reproduce, ptq_diagnostic), headings moved
-under the README's own heading (their title dropped, sections two levels down).
+short table rendered from benchmarks/NAME/results.json (NAME: reproduce, latency, latency/avx2,
+ptq_diagnostic); the full tables are in each benchmark's RESULTS.md.
 """
+import argparse
 import json
 import os
 import re
@@ -20,23 +21,18 @@ import bench_latency  # noqa: E402
 import ptq_diagnostic  # noqa: E402
 import reproduce  # noqa: E402
 
-# results folder under benchmarks/ -> its renderer (latency/avx2: the latency benchmark on an AVX2-only CPU)
-RENDERERS = {"latency": bench_latency.render, "latency/avx2": bench_latency.render, "reproduce": reproduce.render,
-             "ptq_diagnostic": ptq_diagnostic.summary}
+# results folder under benchmarks/ -> its short renderer (latency/avx2: the latency benchmark on an AVX2-only CPU)
+RENDERERS = {"reproduce": reproduce.headline, "latency": bench_latency.summary,
+             "latency/avx2": bench_latency.summary, "ptq_diagnostic": ptq_diagnostic.summary}
 
 
 def block(name):
     with open(os.path.join(HERE, name, "results.json")) as f:
-        text = RENDERERS[name](json.load(f))
-    text = re.sub(r"\A# .*\n", "", text)  # the README's own heading stands for the title
-    text = re.sub(r"^##", "####", text, flags=re.M)
-    png = os.path.join(HERE, name, "accuracy_vs_latency.png")
-    if os.path.isfile(png):
-        text += f"\n![SST-2 dev accuracy against latency](benchmarks/{name}/accuracy_vs_latency.png)\n"
-    return text.strip()
+        return RENDERERS[name](json.load(f)).strip()
 
 
 def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     path = os.path.join(common.ROOT, "README.md")
     with open(path) as f:
         readme = f.read()

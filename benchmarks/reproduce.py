@@ -1,7 +1,7 @@
 """The document's tables, reproduced on real GLUE data with a real pretrained model, per task.
 
-    python benchmarks/reproduce.py --data_dir ../shared/glue --tasks sst-2 rte mrpc
-    python benchmarks/reproduce.py --data_dir ../shared/glue --render_only   # tables from results.json
+    python benchmarks/reproduce.py --data_dir $GLUE_DIR --tasks sst-2 rte mrpc
+    python benchmarks/reproduce.py --render_only                            # tables from results.json
 
 For each task: fine-tune the packaged all-MiniLM-L6-v2 (benchmarks/finetune.py, PyTorch, CPU)
 -> convert.py (trace, sequence length 128) -> run.py --eval on the converted model (must equal
@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import cli  # noqa: E402
 import glue  # noqa: E402
 
 ROOT = common.ROOT
@@ -75,7 +76,7 @@ class Steps:
         start = time.perf_counter()
         result = fn()
         self.done[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
-        glue.write_json(self.path, self.done)
+        cli.write_json(self.path, self.done)
         logger.info("%s: done in %.0f s", name, self.done[name]["seconds"])
         return result
 
@@ -121,7 +122,7 @@ def prepare_base(task, args):
     hf, base = os.path.join(work, "hf"), os.path.join(work, "paddle-fp32")
     data = ["--data_dir", args.data_dir] if args.data_dir else []  # none: PaddleNLP downloads GLUE
     tuned = steps.run("finetune", lambda: finetune.main(
-        ["--task_name", task, "--output_dir", hf, "--overwrite"] + data + FINETUNE[task]))
+        ["--task_name", task, "--save_dir", hf, "--overwrite"] + data + FINETUNE[task]))
     steps.run("convert", lambda: convert.main(["--model_name_or_path", hf, "--method", "trace",
                                                "--max_seq_length", str(SEQ), "--save_dir", base,
                                                "--overwrite"])["parity"])
@@ -266,15 +267,49 @@ def render(results):
     return "\n".join(lines)
 
 
+def headline(results):
+    """The README's short table: per strategy, the average dev metric before and after, the worst task,
+    and the median speed-up and peak memory over the tasks."""
+    import statistics
+
+    labels = {k: v["label"] for k, v in STRATEGIES.items()}
+    tasks = results["tasks"]
+    lines = [f"MiniLM fine-tuned on {len(tasks)} GLUE tasks ({', '.join(r['task'] for r in tasks)}), each strategy "
+             f"trained {results['settings']['train_iter']} steps; {results['machine']['cpu']}, "
+             f"{results['machine']['cores']} cores; dev metric as `infer.py` deploys each model, latency p50 at "
+             "sequence length 128:", "",
+             "| strategy | average dev metric: base → compressed | worst task | speed-up, batch 1 / 32 (median) "
+             "| peak memory of run.py |", "|---|---|---|---|---|"]
+    for key in STRATEGIES:
+        rows = [r for r in tasks if key in r["models"]]
+        if not rows:
+            continue
+        base = [r["models"]["base"]["metrics"]["headline"] for r in rows]
+        after = [r["models"][key]["metrics"]["headline"] for r in rows]
+        worst = min(rows, key=lambda r: r["models"][key]["metrics"]["headline"] - r["models"]["base"]["metrics"]["headline"])
+        change = 100 * (worst["models"][key]["metrics"]["headline"] - worst["models"]["base"]["metrics"]["headline"])
+        speedups = []
+        for batch in sorted(rows[0]["models"]["base"]["perf"], key=int):
+            ratios = [r["models"]["base"]["perf"][batch]["p50_ms"] / r["models"][key]["perf"][batch]["p50_ms"]
+                      for r in rows if batch in r["models"][key]["perf"]]
+            speedups.append(f"{statistics.median(ratios):.2f}×" if ratios else "–")
+        peaks = [r["models"][key].get("peak_rss_mb") for r in rows]
+        peak = f"{max(peaks) / 1024:.1f} GB at most" if all(peaks) else "not measured"
+        lines.append(f"| {labels[key]} ({len(rows)} tasks) | {100 * sum(base) / len(base):.2f} → "
+                     f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
+                     f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
+    return "\n".join(lines) + "\n\nEvery task, latency row and stage: [benchmarks/reproduce/RESULTS.md]" \
+        "(benchmarks/reproduce/RESULTS.md).\n"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_and_output_args(parser, OUT_DIR)
-    parser.add_argument("--tasks", nargs="+", type=glue.canonical_task, default=["sst-2", "rte", "mrpc"])
+    common.add_benchmark_args(parser, OUT_DIR)
+    parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=["sst-2", "rte", "mrpc"])
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=["prune_ptq", "distill_qat"])
     parser.add_argument("--train_iter", type=int, default=60, help="training steps of each compression strategy")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20])
-    parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work", "reproduce"))
     args = parser.parse_args(argv)
     if len(args.batch_sizes) != len(args.perf_steps):
         parser.error("--perf_steps needs one count per --batch_sizes entry")
@@ -283,26 +318,20 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    glue.setup_logging()
-    path = os.path.join(args.out_dir, "results.json")
-    if args.render_only:
-        results = common.read_results(args.out_dir)
-    else:
+
+    def measure(results, save):
         from tqdm import tqdm
 
-        results = {**common.new_results("benchmarks/reproduce.py", argv),
-                   "settings": {"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
-                                "compression_eval_samples": EVAL_SAMPLES,
-                                "strategies": {k: STRATEGIES[k] for k in args.strategies}},
-                   "stages": [], "tasks": []}
-        os.makedirs(args.out_dir, exist_ok=True)
+        results.update(settings={"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
+                                 "compression_eval_samples": EVAL_SAMPLES,
+                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}}, stages=[], tasks=[])
         for task in tqdm(args.tasks, desc="tasks"):
             results["tasks"].append(summarize(task, run_task(task, args)))
             results["stages"] = list(dict.fromkeys(s for row in results["tasks"] for s in row["seconds"]))
-            glue.write_json(path, results)  # after every task: a stopped run keeps what it finished
-    common.write_report(args.out_dir, render(results))
-    return results
+            save()
+
+    return common.benchmark_main(args, "benchmarks/reproduce.py", argv, measure, render)
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

@@ -14,12 +14,12 @@ finished runs are kept in <work_dir>/<task>/train_iter.json.
 import argparse
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import cli  # noqa: E402
 import glue  # noqa: E402
 import reproduce  # noqa: E402
 
@@ -67,11 +67,9 @@ def render(results):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_and_output_args(parser, OUT_DIR)
-    parser.add_argument("--task", type=glue.canonical_task, default="sst-2")
+    common.add_benchmark_args(parser, OUT_DIR)
+    parser.add_argument("--task", type=glue.task_arg, default="sst-2")
     parser.add_argument("--train_iters", type=int, nargs="+", default=[40, 120, 360])
-    parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "benchmarks", "work", "reproduce"),
-                        help="benchmarks/reproduce.py's work folder: the fine-tuned and converted models")
     args = parser.parse_args(argv)
     if min(args.train_iters) < 1:
         parser.error("--train_iters must be 1 or more")
@@ -80,15 +78,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    glue.setup_logging()
-    path = os.path.join(args.out_dir, "results.json")
-    if args.render_only:
-        results = common.read_results(args.out_dir)
-    else:
-        start = time.perf_counter()
-        results = {**common.new_results("benchmarks/train_iter.py", argv), "task": args.task,
-                   "metric": glue.headline_metric(args.task), "runs": {}}
-        os.makedirs(args.out_dir, exist_ok=True)
+
+    def measure(results, save):
+        results.update(task=args.task, metric=glue.headline_metric(args.task), runs={})
         work = os.path.join(args.work_dir, args.task)
         base = reproduce.prepare_base(args.task, args)
         data = ["--data_dir", args.data_dir] if args.data_dir else []
@@ -98,11 +90,10 @@ def main(argv=None):
                 name = f"{key}_{steps}"
                 results["runs"][name] = {"strategy": key, "train_iter": steps, **done.run(
                     name, lambda: run_one(args.task, key, steps, base, work, data))}
-                results["wall_seconds"] = round(time.perf_counter() - start, 1)
-                glue.write_json(path, results)  # after every run: a stopped benchmark keeps what it finished
-    common.write_report(args.out_dir, render(results))
-    return results
+                save()
+
+    return common.benchmark_main(args, "benchmarks/train_iter.py", argv, measure, render)
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-import glue  # noqa: F401  (loads the system zlib before anything imports paddle)
+import cli  # noqa: F401  (loads the system zlib before anything imports paddle)
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
 SEQ = 16
@@ -125,3 +125,20 @@ def write_sst2_fixture(data_dir, n_train=48, n_dev=20, seed=0):
         with open(os.path.join(folder, f"{split}.tsv"), "w") as f:
             f.write("\n".join(rows) + "\n")
     return str(data_dir)
+
+
+def load_model(prefix):
+    """(global block, feed names, {parameter name: array}) of the inference model at `prefix`."""
+    import paddle
+
+    paddle.enable_static()
+    try:
+        with paddle.static.scope_guard(paddle.static.Scope()):
+            exe = paddle.static.Executor(paddle.CPUPlace())
+            program, feeds, _ = paddle.static.load_inference_model(prefix, exe)
+            block = program.global_block()
+            params = {n: np.array(paddle.static.global_scope().find_var(n).get_tensor())
+                      for n, v in block.vars.items() if v.persistable and n not in ("feed", "fetch")}
+    finally:
+        paddle.disable_static()
+    return block, feeds, params

@@ -9,29 +9,16 @@ import pytest
 
 import convert
 import files
+import cli
 import glue
 import predictors
-from conftest import SEQ, folder_digest, random_feeds, save_tiny_model
+from conftest import ROOT, SEQ, folder_digest, load_model, random_feeds, save_tiny_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def torch_logits(model_dir, feeds):
     model, _ = convert.load_torch_model(model_dir)
     return convert.torch_logits(convert.logits_module(model), feeds)
-
-
-def load_program(save_dir):
-    import paddle
-
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            program, feeds, _ = paddle.static.load_inference_model(os.path.join(save_dir, "model"), exe)
-    finally:
-        paddle.disable_static()
-    return program, feeds
 
 
 def test_help(capsys):
@@ -95,8 +82,7 @@ def test_paddlenlp_tokenizer_loads_from_output(converted, tiny_bert):
 def test_graph_looks_native(converted):
     """The form PaddleSlim's pattern matcher, pruner and quantizer rely on."""
     _, save_dir, _ = converted
-    program, feeds = load_program(save_dir)
-    block = program.global_block()
+    block, feeds, _ = load_model(os.path.join(save_dir, "model"))
     assert feeds == list(convert.INPUT_NAMES)
     ops = block.ops
     params = {n for n, v in block.vars.items() if v.persistable and n not in ("feed", "fetch")}
@@ -131,8 +117,7 @@ def test_shared_onnx_initializers_are_unshared(tmp_path):
     result = convert.main(["--model_name_or_path", model_dir, "--method", "onnx", "--max_seq_length", "8",
                            "--save_dir", str(tmp_path / "out")])
     assert result["parity"]["max_abs_diff"] <= 1e-4
-    program, _ = load_program(str(tmp_path / "out"))
-    block = program.global_block()
+    block, _, _ = load_model(str(tmp_path / "out" / "model"))
     readers = [n for op in block.ops for n in op.input_arg_names
                if block.var(n).persistable and n not in ("feed", "fetch")]
     assert len(readers) == len(set(readers))
@@ -140,7 +125,7 @@ def test_shared_onnx_initializers_are_unshared(tmp_path):
 
 def test_bare_encoder_gets_new_head(tmp_path):
     encoder = save_tiny_model(tmp_path / "encoder", model_cls_name="BertModel")
-    with pytest.raises(glue.InputError, match="not a sequence-classification model.*--num_labels"):
+    with pytest.raises(cli.InputError, match="not a sequence-classification model.*--num_labels"):
         convert.main(["--model_name_or_path", encoder, "--save_dir", str(tmp_path / "out")])
     result = convert.main(["--model_name_or_path", encoder, "--num_labels", "3", "--max_seq_length", "8",
                            "--save_dir", str(tmp_path / "out")])
@@ -151,7 +136,7 @@ def test_bare_encoder_gets_new_head(tmp_path):
 def expect_refusal(tmp_path, argv, match):
     """The error matches, and nothing new appears in tmp_path."""
     before = sorted(os.listdir(tmp_path))
-    with pytest.raises(glue.InputError, match=match):
+    with pytest.raises(cli.InputError, match=match):
         convert.main(argv)
     assert sorted(os.listdir(tmp_path)) == before
 
@@ -199,7 +184,7 @@ def test_overwrite_replaces_save_dir(tmp_path, tiny_bert):
 def test_save_dir_in_input_folder(tmp_path, inside):
     model_dir = save_tiny_model(tmp_path / "model")
     before = folder_digest(model_dir)
-    with pytest.raises(glue.InputError, match="contains or lies inside the input"):
+    with pytest.raises(cli.InputError, match="contains or lies inside the input"):
         convert.main(["--model_name_or_path", model_dir, "--save_dir", os.path.join(model_dir, inside),
                       "--overwrite"])
     assert folder_digest(model_dir) == before

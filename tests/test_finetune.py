@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-import glue  # before transformers/torch: it loads the system zlib
+import cli  # before transformers/torch: it loads the system zlib
+import glue
 from conftest import load_benchmark, save_tiny_model
 
 
@@ -49,9 +50,9 @@ def tiny(tmp_path_factory):
 
 
 def args(tiny, glue_dir, output_dir, task="sst2", *extra):
-    return ["--task_name", task, "--model_name_or_path", tiny, "--data_dir", glue_dir, "--output_dir",
+    return ["--task_name", task, "--model_name_or_path", tiny, "--data_dir", glue_dir, "--save_dir",
             str(output_dir), "--max_seq_length", "16", "--batch_size", "4", "--max_steps", "3",
-            "--threads", "1", *extra]
+            "--cpu_threads", "1", *extra]
 
 
 def dev_accuracy(model_dir, glue_dir):
@@ -100,7 +101,7 @@ def test_sst2_writes_model_and_results(finetune, tiny, glue_dir, tmp_path, capsy
     assert "fine-tuned sst-2" in capsys.readouterr().out
 
     # A non-empty output folder is refused, and replaced only with --overwrite.
-    with pytest.raises(glue.InputError, match="not empty"):
+    with pytest.raises(cli.InputError, match="not empty"):
         finetune.main(args(tiny, glue_dir, out))
     again = finetune.main(args(tiny, glue_dir, out, "sst-2", "--overwrite"))
     assert again["train_samples"] == 20
@@ -117,5 +118,5 @@ def test_stsb_regression_replaces_the_head(finetune, tiny, glue_dir, tmp_path):
 
 def test_needs_data_dir(finetune, tiny, tmp_path, monkeypatch):
     monkeypatch.delenv("GLUE_DIR", raising=False)
-    with pytest.raises(glue.InputError, match="GLUE_DIR"):
-        finetune.main(["--task_name", "sst-2", "--model_name_or_path", tiny, "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(cli.InputError, match="GLUE_DIR"):
+        finetune.main(["--task_name", "sst-2", "--model_name_or_path", tiny, "--save_dir", str(tmp_path / "o")])

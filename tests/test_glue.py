@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import sklearn.metrics  # imported before anything loads paddle
 
+import cli
 import glue
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "dog", ".", "a", "he", "said"]
@@ -112,12 +113,17 @@ def test_canonical_task_rejects_unknown_names(name):
         glue.canonical_task(name)
 
 
+# (text_a[, text_b], label) indices PaddleNLP's glue reader takes from `line.strip().split('\t')` of a dev row
+PADDLENLP_FIELDS = {"cola": (3, 1), "sst-2": (0, 1), "mrpc": (3, 4, 0), "sts-b": (7, 8, 9), "qqp": (3, 4, 5),
+                    "mnli": (8, 9, 15), "qnli": (1, 2, 3), "rte": (1, 2, 3)}
+
+
 def test_task_table():
     assert set(glue.TASK_ALIASES.values()) == set(glue.TASKS) == set(glue.TASK_NAMES)
     for name, spec in glue.TASKS.items():
         assert spec.name == name
         assert glue.canonical_task(spec.folder) == name  # the folder spelling works too
-        assert len(spec.paddlenlp_fields) == len(spec.text_columns) + 1
+        assert len(PADDLENLP_FIELDS[name]) == len(spec.text_columns) + 1
     assert {n: t.num_labels for n, t in glue.TASKS.items()} == {
         "cola": 2, "sst-2": 2, "mrpc": 2, "sts-b": 1, "qqp": 2, "mnli": 3, "qnli": 2, "rte": 2}
     assert glue.TASKS["mnli"].dev_splits == ("dev_matched", "dev_mismatched")
@@ -151,7 +157,7 @@ def test_read_split_agrees_with_paddlenlp_column_indices(glue_dir, task):
     split = spec.dev_splits[0]
     lines = Path(glue.split_path(glue_dir, task, split)).read_text(encoding="utf-8").splitlines()
     rows = [line.strip().split("\t") for line in lines[1 if spec.has_header else 0:]]
-    expected = [[row[i] for i in spec.paddlenlp_fields] for row in rows]
+    expected = [[row[i] for i in PADDLENLP_FIELDS[task]] for row in rows]
     examples = glue.read_split(glue_dir, task, split)
     assert [[e["text_a"], e["text_b"]] if "text_b" in e else [e["text_a"]] for e in examples] == [
         fields[:-1] for fields in expected]
@@ -423,8 +429,8 @@ def test_setup_logging_keeps_file_handlers(tmp_path):
     handler = logging.FileHandler(tmp_path / "task.log")
     try:
         root.addHandler(handler)
-        glue.setup_logging()
-        glue.setup_logging()
+        cli.setup_logging()
+        cli.setup_logging()
         logging.getLogger("some.script").info("step done")
         handler.flush()
         assert (tmp_path / "task.log").read_text().count("step done") == 1

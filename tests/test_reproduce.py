@@ -1,7 +1,7 @@
 """benchmarks/reproduce.py's tables: averages and the metric goal line, from a results dict."""
 import pytest
 
-import glue  # noqa: F401  (loads the system zlib before anything imports paddle)
+import cli  # noqa: F401  (loads the system zlib before anything imports paddle)
 from conftest import load_benchmark
 
 
@@ -81,3 +81,22 @@ def test_train_iter_table(reproduce):
     assert "| 40 | 78.00 (-2.00), 4000 s | 79.00 (-1.00), 4000 s |" in text
     assert "| 120 | 80.50 (+0.50), 12000 s | – |" in text
     assert "Machine: test cpu" in text
+
+
+@pytest.mark.parametrize("script", ["reproduce.py", "ptq_diagnostic.py", "train_iter.py", "finetune.py",
+                                    "render_readme.py", "convert/bench_convert.py", "latency/bench_latency.py",
+                                    "latency/peer.py"])
+def test_benchmark_help(script):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, f"benchmarks/{script}", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-2000:]
+
+
+def test_task_flag_keeps_the_helpful_message(reproduce, capsys):
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--tasks", "wnli"])
+    assert "unknown GLUE task 'wnli'; allowed: cola, mnli" in capsys.readouterr().err

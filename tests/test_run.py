@@ -8,11 +8,12 @@ import pytest
 import yaml
 
 import convert
+import cli
 import glue
 import run
-from conftest import SEQ, write_sst2_fixture
+import workarounds
+from conftest import ROOT, SEQ, write_sst2_fixture
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def write_yaml(path, config):
@@ -89,7 +90,7 @@ def test_bad_config(trace_model, tmp_path, edit, match):
     config = base_config(trace_model)
     edit(config)
     path = write_yaml(tmp_path / "bad.yaml", config)
-    with pytest.raises(glue.InputError, match=f"config {path}: .*{match}" if "Global section" not in match
+    with pytest.raises(cli.InputError, match=f"config {path}: .*{match}" if "Global section" not in match
                        else f"config {path} {match}"):
         run.load_config(path)
 
@@ -104,13 +105,13 @@ def test_later_stages_are_logged_and_a_zero_step_stage_refused(caplog):
                   SimpleNamespace(train_iter=int(train_iter * 0.1), epochs=None, learning_rate=2e-6)]
         return SimpleNamespace(_strategy=["prune_dis", "qat_dis", "ptq_hpo"], train_config=stages)
 
-    with caplog.at_level("INFO", logger="run"):
-        run.check_later_stages(compressor(40))
+    with caplog.at_level("INFO", logger="workarounds"):
+        workarounds.check_later_stages(compressor(40))
     assert [r.getMessage() for r in caplog.records] == [
         "PaddleSlim trains stage 2 (qat_dis) for 4 steps at learning rate 2e-06: a tenth of TrainConfig's"]
-    with pytest.raises(glue.InputError, match="train_iter 9: PaddleSlim gives the qat_dis stage a tenth of it, "
+    with pytest.raises(cli.InputError, match="train_iter 9: PaddleSlim gives the qat_dis stage a tenth of it, "
                                               "which rounds to 0 and then means 100 epochs"):
-        run.check_later_stages(compressor(9))
+        workarounds.check_later_stages(compressor(9))
 
 
 def test_uniform_histograms_count_as_paddle_does():
@@ -135,7 +136,7 @@ def test_uniform_histograms_count_as_paddle_does():
     original = PostTrainingQuantization._sample_histogram
     paddles, ours = sampler(), sampler()
     original(paddles)
-    with run.uniform_histograms():
+    with workarounds.uniform_histograms():
         PostTrainingQuantization._sample_histogram(ours)
     assert PostTrainingQuantization._sample_histogram is original
     for name, value in values.items():
@@ -165,9 +166,9 @@ def test_global_seed_makes_calibration_repeatable(trace_model, tmp_path):
 def test_bad_yaml_and_missing_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("Global: [unclosed\n")
-    with pytest.raises(glue.InputError, match="is not valid YAML"):
+    with pytest.raises(cli.InputError, match="is not valid YAML"):
         run.load_config(str(path))
-    with pytest.raises(glue.InputError, match="does not exist"):
+    with pytest.raises(cli.InputError, match="does not exist"):
         run.load_config(str(tmp_path / "absent.yaml"))
 
 
@@ -177,7 +178,7 @@ def test_overrides(trace_model, tmp_path):
                                      overrides=["TrainConfig.train_iter=7", "Global.batch_size=2"])
     assert gcfg["model_dir"] == trace_model and gcfg["data_dir"] == "/data" and gcfg["batch_size"] == 2
     assert sections["TrainConfig"]["train_iter"] == 7
-    with pytest.raises(glue.InputError, match="expected SECTION.KEY=VALUE"):
+    with pytest.raises(cli.InputError, match="expected SECTION.KEY=VALUE"):
         run.load_config(path, model_dir=trace_model, overrides=["train_iter=7"])
 
 
@@ -215,12 +216,12 @@ def test_compression_never_writes_into_model_dir(trace_model, tmp_path):
     shutil.copytree(trace_model, model_dir)
     config = write_yaml(tmp_path / "c.yaml", base_config(model_dir))
     for save_dir in (model_dir, os.path.join(model_dir, "compressed")):
-        with pytest.raises(glue.InputError, match="contains or lies inside the input"):
+        with pytest.raises(cli.InputError, match="contains or lies inside the input"):
             run.main(["--config_path", config, "--save_dir", save_dir])
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    with pytest.raises(glue.InputError, match="not empty: choose another folder or pass --overwrite"):
+    with pytest.raises(cli.InputError, match="not empty: choose another folder or pass --overwrite"):
         run.main(["--config_path", config, "--save_dir", str(out)])
     assert os.listdir(out) == ["mine.txt"]
 
@@ -265,3 +266,24 @@ def test_ranks_under_the_distributed_launcher(trace_model, tmp_path, monkeypatch
         tuple(f["input_ids"]) for f in glue.convert_examples(glue.read_split(data_dir, "sst-2", "train"),
                                                              glue.load_tokenizer(trace_model), SEQ, "sst-2"))
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
+def test_paddleslim_fixes_are_undone_on_exit(tmp_path, trace_model):
+    """Every patch of workarounds.paddleslim_fixed holds inside the with block and is gone after it."""
+    import paddle
+    from paddle.static.quantization import post_training_quantization as ptq
+    from paddleslim.auto_compression import compressor, transformer_pruner
+
+    import files
+
+    def current():
+        return (compressor.AutoCompression.single_strategy_compress, compressor.AutoCompression.compress,
+                compressor.quant_post, transformer_pruner.kl_div_op, ptq.PostTrainingQuantization._sample_histogram)
+
+    before, cwd = current(), os.getcwd()
+    program = files.read_program(os.path.join(trace_model, "model.pdmodel"))
+    with workarounds.paddleslim_fixed(program, str(tmp_path), skip_tensor_list=["w_0"]) as ran:
+        inside = current()
+        assert all(a is not b for a, b in zip(before, inside))
+        assert os.getcwd() == str(tmp_path) and not paddle.in_dynamic_mode() and ran == []
+    assert current() == before and os.getcwd() == cwd and paddle.in_dynamic_mode()

@@ -13,6 +13,7 @@ import yaml
 
 import convert
 import files
+import cli
 import glue
 import run
 from conftest import ROOT, SEQ, folder_digest, write_sst2_fixture
@@ -60,7 +61,7 @@ def test_convert_refuses_folders_it_must_not_replace(model_copy, tmp_path, monke
     (work / "keep.txt").write_text("mine")
     save_dir = os.path.expanduser(target.format(parent=os.path.dirname(model_copy), model=model_copy, tmp=tmp_path))
     before = folder_digest(tmp_path)
-    with pytest.raises(glue.InputError, match=match):
+    with pytest.raises(cli.InputError, match=match):
         convert.main(["--model_name_or_path", model_copy, "--save_dir", save_dir, "--overwrite"])
     assert folder_digest(tmp_path) == before
 
@@ -71,7 +72,7 @@ def test_run_refuses_the_folder_holding_its_input(trace_model, tmp_path):
     config = write_yaml(tmp_path / "c.yaml", base_config(str(models / "base"), QuantPost={}))
     before = folder_digest(tmp_path)
     for save_dir in (str(models), str(models / "base"), str(tmp_path)):
-        with pytest.raises(glue.InputError, match="contains or lies inside the input"):
+        with pytest.raises(cli.InputError, match="contains or lies inside the input"):
             run.main(["--config_path", config, "--save_dir", save_dir, "--overwrite"])
     assert folder_digest(tmp_path) == before
 
@@ -86,7 +87,7 @@ def test_odd_save_dirs_refused_before_work(model_copy, tmp_path, kind):
         os.symlink(target, save_dir)
     match = {"symlink": "is a symlink", "file": "is a file", "under_file": "lies under .*afile.*a file"}[kind]
     before = folder_digest(tmp_path)
-    with pytest.raises(glue.InputError, match=match):
+    with pytest.raises(cli.InputError, match=match):
         convert.main(["--model_name_or_path", model_copy, "--save_dir", str(save_dir)])
     assert folder_digest(tmp_path) == before
 
@@ -95,7 +96,7 @@ def test_overwrite_replaces_only_our_own_output(model_copy, tmp_path):
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "thesis.tex").write_text("years of work")
-    with pytest.raises(glue.InputError, match="not written by these scripts"):
+    with pytest.raises(cli.InputError, match="not written by these scripts"):
         convert.main(["--model_name_or_path", model_copy, "--save_dir", str(theirs), "--overwrite"])
     assert os.listdir(theirs) == ["thesis.tex"]
 
@@ -112,7 +113,7 @@ def test_overwrite_replaces_only_our_own_output(model_copy, tmp_path):
 def test_files_that_appear_during_a_run_are_never_deleted(tmp_path):
     save_dir = files.check_save_dir(str(tmp_path / "out"))
     os.mkdir(save_dir)  # empty: allowed without --overwrite
-    with pytest.raises(glue.InputError, match="got files while this run worked"):
+    with pytest.raises(cli.InputError, match="got files while this run worked"):
         with files.building(save_dir, "test") as work:
             open(os.path.join(work.out, "results.json"), "w").close()
             with open(os.path.join(save_dir, "user.txt"), "w") as f:  # someone else writes meanwhile
@@ -203,7 +204,7 @@ def test_interrupted_overwrite_keeps_the_old_model(model_copy, tmp_path, signum,
 PUBLISH_LOOP = """
 import os, sys
 sys.path.insert(0, sys.argv[2])
-import files, glue
+import cli, files
 
 def main():
     for generation in range(1000):
@@ -215,7 +216,7 @@ def main():
                 f.write(str(generation))
         print(generation, flush=True)
 
-glue.cli(main)
+cli.cli(main)
 """
 
 
@@ -295,7 +296,7 @@ def test_broken_hf_folders(tiny_bert, tmp_path, damage, match):
         weights.unlink()
         data = (folder / "pytorch_model.bin").read_bytes()
         (folder / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
-    with pytest.raises(glue.InputError, match=match):
+    with pytest.raises(cli.InputError, match=match):
         convert.main(["--model_name_or_path", str(folder), "--save_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
@@ -303,11 +304,11 @@ def test_broken_hf_folders(tiny_bert, tmp_path, damage, match):
 def test_folder_named_like_a_model_type_is_not_guessed(tmp_path):
     empty = tmp_path / "empty"  # transformers reads "mpt" into the name
     empty.mkdir()
-    with pytest.raises(glue.InputError, match="config.json does not exist"):
+    with pytest.raises(cli.InputError, match="config.json does not exist"):
         convert.main(["--model_name_or_path", str(empty), "--save_dir", str(tmp_path / "out")])
     (empty / "config.json").write_text("{}")
     (empty / "model.safetensors").write_bytes(b"")
-    with pytest.raises(glue.InputError, match="has no model_type in its config.json; supported: BERT-family"):
+    with pytest.raises(cli.InputError, match="has no model_type in its config.json; supported: BERT-family"):
         convert.main(["--model_name_or_path", str(empty), "--save_dir", str(tmp_path / "out")])
 
 
@@ -324,7 +325,7 @@ def test_broken_paddle_models(trace_model, tmp_path, damage, match):
     data = target.read_bytes()
     target.write_bytes(b"" if damage == "empty_params" else data[: len(data) // 2])
     config = write_yaml(tmp_path / "c.yaml", base_config(str(folder), data_dir))
-    with pytest.raises(glue.InputError, match=match):
+    with pytest.raises(cli.InputError, match=match):
         run.main(["--config_path", config, "--eval", "--save_dir", str(tmp_path / "res")])
 
 
@@ -333,11 +334,11 @@ def test_non_utf8_tsv_and_nan_score(tmp_path):
     folder = tmp_path / "SST-2"
     folder.mkdir()
     (folder / "dev.tsv").write_bytes(b"sentence\tlabel\ngood\t1\nbad \xff\xfe\t0\n")
-    with pytest.raises(glue.InputError, match=r"dev.tsv:3: not UTF-8 text; save the file as UTF-8"):
+    with pytest.raises(cli.InputError, match=r"dev.tsv:3: not UTF-8 text; save the file as UTF-8"):
         glue.read_split(str(tmp_path), "sst-2", "dev")
     (tmp_path / "STS-B").mkdir()
     (tmp_path / "STS-B" / "dev.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t3.5\nc\td\tnan\n")
-    with pytest.raises(glue.InputError, match=r"dev.tsv:3: score 'nan' is not a finite number"):
+    with pytest.raises(cli.InputError, match=r"dev.tsv:3: score 'nan' is not a finite number"):
         glue.read_split(str(tmp_path), "sts-b", "dev")
 
 
@@ -352,7 +353,7 @@ def test_non_utf8_tsv_and_nan_score(tmp_path):
 ])
 def test_wrong_types_in_strategy_sections(trace_model, tmp_path, sections, match):
     path = write_yaml(tmp_path / "c.yaml", base_config(trace_model, **sections))
-    with pytest.raises(glue.InputError, match=f"config {path}: {match}"):
+    with pytest.raises(cli.InputError, match=f"config {path}: {match}"):
         run.load_config(path)
 
 
@@ -365,14 +366,14 @@ def test_learning_rate_scheduler_is_still_accepted(trace_model, tmp_path):
 def test_config_and_set_errors(trace_model, tmp_path):
     binary = tmp_path / "bin.yaml"
     binary.write_bytes(b"Global:\n  task_name: \xff\xfe\n")
-    with pytest.raises(glue.InputError, match="is not UTF-8 text"):
+    with pytest.raises(cli.InputError, match="is not UTF-8 text"):
         run.load_config(str(binary))
     path = write_yaml(tmp_path / "c.yaml", base_config(trace_model))
-    with pytest.raises(glue.InputError, match="--set 'TrainConfig.train_iter=\\[1': the value is not valid YAML"):
+    with pytest.raises(cli.InputError, match="--set 'TrainConfig.train_iter=\\[1': the value is not valid YAML"):
         run.load_config(path, overrides=["TrainConfig.train_iter=[1"])
-    with pytest.raises(glue.InputError, match=f"Global.max_seq_length 32: the model's sequence length is fixed at {SEQ}"):
+    with pytest.raises(cli.InputError, match=f"Global.max_seq_length 32: the model's sequence length is fixed at {SEQ}"):
         run.load_config(path, overrides=["Global.max_seq_length=32"])
-    with pytest.raises(glue.InputError, match=f"Global.padding longest: the model's sequence length is fixed at {SEQ}"):
+    with pytest.raises(cli.InputError, match=f"Global.padding longest: the model's sequence length is fixed at {SEQ}"):
         run.load_config(path, overrides=["Global.padding=longest"])
 
 
@@ -390,14 +391,14 @@ def test_local_paths_never_reach_a_hub(trace_model, tmp_path, monkeypatch):
     data_dir = write_sst2_fixture(tmp_path / "glue")
     argv = ["--task_name", "sst-2", "--device", "cpu", "--max_seq_length", str(SEQ), "--data_dir", data_dir,
             "--save_dir", str(tmp_path / "res")]
-    with pytest.raises(glue.InputError, match="missing"):
+    with pytest.raises(cli.InputError, match="missing"):
         infer.main(argv + ["--model_path", str(tmp_path / "no_such_folder" / "model")])
-    with pytest.raises(glue.InputError, match="has no vocab.txt"):
+    with pytest.raises(cli.InputError, match="has no vocab.txt"):
         infer.main(argv + ["--model_path", os.path.join(trace_model, "model"),
                            "--model_name_or_path", str(tmp_path / "glue")])
     for local in ("./absent", "a/b/c", str(tmp_path / "absent"), "~/absent"):
         assert files.is_local(local)
-        with pytest.raises(glue.InputError, match="does not exist"):
+        with pytest.raises(cli.InputError, match="does not exist"):
             convert.load_bert_config(local)
     assert not files.is_local("bert-base-cased") and not files.is_local("google-bert/bert-base-cased")
 

@@ -12,7 +12,7 @@ import yaml
 
 import predictors
 import run
-from conftest import SEQ, folder_digest, random_feeds, write_sst2_fixture
+from conftest import SEQ, folder_digest, load_model, random_feeds, write_sst2_fixture
 
 TRAIN = {"train_iter": 3, "eval_iter": 1000, "learning_rate": 1.0e-5, "logging_iter": 1,
          "optimizer_builder": {"optimizer": {"type": "AdamW"}, "weight_decay": 0.01}}
@@ -47,22 +47,6 @@ def write_config(path, model_dir, data_dir, sections):
     with open(path, "w") as f:
         yaml.safe_dump({"Global": glob, **sections}, f)
     return str(path)
-
-
-def program_of(prefix):
-    import paddle
-
-    paddle.enable_static()
-    try:
-        with paddle.static.scope_guard(paddle.static.Scope()):
-            exe = paddle.static.Executor(paddle.CPUPlace())
-            program, _, _ = paddle.static.load_inference_model(prefix, exe)
-            block = program.global_block()
-            params = {n: np.array(paddle.static.global_scope().find_var(n).get_tensor())
-                      for n, v in block.vars.items() if v.persistable and n not in ("feed", "fetch")}
-    finally:
-        paddle.disable_static()
-    return block, params
 
 
 def stat_digest(folder):
@@ -101,9 +85,9 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     logits = predict(random_feeds(3, SEQ, seed=1))
     assert logits.shape == (3, 2) and np.isfinite(logits).all()
 
-    block, params = program_of(prefix)
+    block, _, params = load_model(prefix)
     # no op writes a variable it reads (a save that reused the input model's names made the last
-    # scale op in-place, and PTQ then failed on a cycle: run.names_after)
+    # scale op in-place, and PTQ then failed on a cycle: workarounds.names_after)
     assert not [op.type for op in block.ops if set(op.input_arg_names) & set(op.output_arg_names)]
     users = {op.input("Y")[0]: op for op in block.ops if op.type == "matmul_v2"}
     if "quant" in result["strategies"][-1] or "qat" in result["strategies"][-1]:
@@ -172,6 +156,6 @@ def test_prune_a_regression_model_after_a_classifier_in_one_process(trace_model,
                            "--set", f"Global.task_name={task}"])
         assert result["strategies"] == ["transformer_prune_dis"]
     assert set(result["metrics_after"]) == {"pearson", "spearman", "headline"}
-    block, params = program_of(str(tmp_path / "out-sts-b" / "model"))
+    block, _, params = load_model(str(tmp_path / "out-sts-b" / "model"))
     assert sorted({p.shape for p in params.values() if p.ndim == 2 and p.shape[0] == 32}) == [
         (32, 1), (32, 24), (32, 27), (32, 32)]  # q/k/v heads and FFN neurons pruned; pooler and head kept

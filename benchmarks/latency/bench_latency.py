@@ -1,6 +1,6 @@
 """Latency benchmark: Paddle Inference fp32, the compressed models through infer.py, and the peers.
 
-    python benchmarks/latency/bench_latency.py --data_dir ../shared/glue \\
+    python benchmarks/latency/bench_latency.py --data_dir $GLUE_DIR \\
         --minilm_dir benchmarks/work/minilm-sst2 \\
         --variant "minilm:prune + distill, PTQ=benchmarks/work/prune-ptq-sst2"
 
@@ -19,7 +19,7 @@ Side by side, on one machine and in one run, at batch 1 and 32, sequence length 
 Models: (a) MiniLM (6 layers, hidden 384): `--minilm_dir`, a fine-tuned classifier (then every
 row also gets its SST-2 dev accuracy), default the packaged pretrained encoder with a fresh head;
 (b) a BERT-base-shaped model (12 layers, hidden 768) with random weights. Every measurement runs
-in its own process with --threads threads, so no framework's thread pool disturbs another.
+in its own process with --cpu_threads threads, so no framework's thread pool disturbs another.
 Writes results.json and RESULTS.md next to this file. Finished steps in --work_dir are reused.
 """
 import argparse
@@ -33,160 +33,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
+import cli  # noqa: E402
 import glue  # noqa: E402
+import peer  # noqa: E402  (benchmarks/latency/peer.py)
 
 ROOT = common.ROOT
 TASK = "sst-2"
 SEQ = 128
-PEERS = ("pytorch fp32", "pytorch dynamic int8", "onnxruntime fp32", "onnxruntime dynamic int8",
-         "onnxruntime static int8", "openvino fp32", "openvino default", "openvino nncf int8")
-CALIBRATION_ROWS = 300  # training sentences the static-int8 peers calibrate on (seeded sample)
+PEERS, CALIBRATION_ROWS = peer.PEERS, peer.CALIBRATION_ROWS
 # "Best peer": the fastest peer whose dev accuracy is within this many points of Paddle fp32.
 PEER_ACCURACY_POINTS = 1.0
 BERT_BASE = common.BERT_BASE
 
 
-# ----------------------------------------------------------------------------------------
-# Peers: one measurement in a worker process
-# ----------------------------------------------------------------------------------------
-def peer_predict(kind, hf_dir, work_dir, threads, calibration):
-    """predict(feeds) -> logits for one peer backend on the HF model in hf_dir.
-
-    calibration: feeds dicts of training sentences (batch 1), for the static int8 peers.
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    torch.set_num_threads(threads)
-    model = AutoModelForSequenceClassification.from_pretrained(hf_dir).eval()  # default (SDPA) attention
-    if kind.startswith("pytorch"):
-        if "int8" in kind:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-
-        def predict(feeds):
-            with torch.no_grad():
-                return model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
-        return predict
-    if kind.startswith("openvino"):
-        return openvino_peer(kind, export_onnx(model, work_dir, int8=False, fused=False), work_dir, threads,
-                             calibration)
-
-    import onnxruntime as ort
-
-    if "static" in kind:
-        path = static_int8_onnx(export_onnx(model, work_dir, int8=False, fused=False), work_dir, calibration)
-    else:
-        path = export_onnx(model, work_dir, int8="int8" in kind)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    return lambda feeds: session.run(None, {n: feeds[n] for n in names})[0]
-
-
-def openvino_peer(kind, onnx_path, work_dir, threads, calibration):
-    """OpenVINO on the exported ONNX model: f32 hint, default hints, or NNCF int8 (cached as IR)."""
-    import numpy as np
-    import openvino as ov
-
-    core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-    if kind == "openvino fp32":
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    if kind == "openvino nncf int8":
-        ir = os.path.join(work_dir, "nncf-int8.xml")
-        if not os.path.isfile(ir):
-            import nncf
-
-            quantized = nncf.quantize(core.read_model(onnx_path), nncf.Dataset(calibration),
-                                      subset_size=len(calibration), model_type=nncf.ModelType.TRANSFORMER)
-            ov.save_model(quantized, ir)
-        model = core.read_model(ir)
-    else:
-        model = core.read_model(onnx_path)
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
-    names = [port.get_any_name() for port in compiled.inputs]
-    return lambda feeds: np.array(request.infer({n: feeds[n] for n in names})[0])
-
-
-def static_int8_onnx(fp32, work_dir, calibration):
-    """ONNX Runtime static int8: QDQ, MatMul weights per channel, activations calibrated on training sentences."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    path = os.path.join(work_dir, "model-static-int8.onnx")
-    if not os.path.isfile(path):
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.rows = iter(calibration)
-
-            def get_next(self):
-                return next(self.rows, None)
-
-        quantize_static(fp32, path, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        op_types_to_quantize=["MatMul"], activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-    return path
-
-
-def export_onnx(model, work_dir, int8, fused=True):
-    """model.onnx (TorchScript exporter); with `fused`, ORT's BERT fusions, then dynamic int8 if asked."""
-    import onnx
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    import convert
-
-    fp32 = os.path.join(work_dir, "model-opt.onnx")
-    if not os.path.isfile(fp32):
-        raw = os.path.join(work_dir, "model.onnx")
-        example = tuple(torch.ones((1, SEQ), dtype=torch.int64) for _ in convert.INPUT_NAMES)
-        torch.onnx.export(convert.logits_module(model), example, raw, input_names=list(convert.INPUT_NAMES),
-                          output_names=["logits"], opset_version=14, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in convert.INPUT_NAMES})
-        config = model.config
-        optimize_model(raw, model_type="bert", num_heads=config.num_attention_heads,
-                       hidden_size=config.hidden_size).save_model_to_file(fp32)
-    if not fused:
-        return os.path.join(work_dir, "model.onnx")
-    if not int8:
-        return fp32
-    path = os.path.join(work_dir, "model-opt-int8.onnx")
-    if not os.path.isfile(path):
-        # DefaultTensorType: ORT's shape inference does not type the outputs of its own fused
-        # (com.microsoft) ops, and quantize_dynamic refuses untyped weights without it
-        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=True,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    return path
-
-
-def worker(args):
-    """--worker: measure one peer at one batch size (and its dev accuracy); print JSON."""
-    import infer
-    from paddlenlp.transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(args.hf_dir)
-    collate = glue.Collator(list(glue.INPUT_KEYS), tokenizer.pad_token_id, tokenizer.pad_token_type_id, SEQ)
-    train = glue.sample(glue.load_split(TASK, "train", args.data_dir), CALIBRATION_ROWS, seed=0)
-    calibration = list(glue.batches(glue.convert_examples(train, tokenizer, SEQ, TASK, desc="tokenize calibration"),
-                                    1, collate.collate_feeds))
-    predict = peer_predict(args.worker, args.hf_dir, args.onnx_dir, args.threads, calibration)
-    dev = glue.load_dev_splits(TASK, args.data_dir)
-    features = {s: glue.convert_examples(e, tokenizer, SEQ, TASK, desc=f"tokenize {s}") for s, e in dev.items()}
-    batches = [b for b in glue.batches(features["dev"], args.batch_size, collate.collate_feeds)
-               if len(b["input_ids"]) == args.batch_size][:8]
-    result = infer.measure(predict, batches, args.warmup, args.steps[0])
-    if args.accuracy:
-        result["metrics"] = glue.evaluate(predict, features, TASK, 32, collate)
-    print(json.dumps(result))
-
-
 def run_peer(kind, case, batch_size, steps, args, accuracy):
+    """benchmarks/latency/peer.py in its own process: one peer at one batch size."""
     os.makedirs(case["onnx_dir"], exist_ok=True)
-    out = subprocess.run([sys.executable, __file__, "--worker", kind, "--hf_dir", case["hf_dir"],
-                          "--onnx_dir", case["onnx_dir"], "--batch_size", str(batch_size), "--steps", str(steps),
-                          "--warmup", str(args.warmup), "--threads", str(args.threads),
+    out = subprocess.run([sys.executable, peer.__file__, "--peer", kind, "--hf_dir", case["hf_dir"],
+                          "--work_dir", case["onnx_dir"], "--batch_size", str(batch_size), "--perf_steps", str(steps),
+                          "--perf_warmup_steps", str(args.perf_warmup_steps), "--cpu_threads", str(args.cpu_threads),
                           "--data_dir", args.data_dir] + (["--accuracy"] if accuracy else []),
                          capture_output=True, text=True)
     if out.returncode:
@@ -195,7 +60,7 @@ def run_peer(kind, case, batch_size, steps, args, accuracy):
 
 
 def infer_row(model_dir, flags, args, work_dir):
-    return common.run_infer(TASK, model_dir, flags + ["--max_seq_length", str(SEQ), "--cpu_threads", str(args.threads),
+    return common.run_infer(TASK, model_dir, flags + ["--max_seq_length", str(SEQ), "--cpu_threads", str(args.cpu_threads),
                                                       "--data_dir", args.data_dir], os.path.join(work_dir, "infer"))
 
 
@@ -360,6 +225,31 @@ def render(results):
     return "\n".join(lines)
 
 
+def summary(results):
+    """The README's short table: per model and batch size, Paddle fp32, this project's fastest usable
+    row and the fastest peer (usable: within 1 point of Paddle fp32's accuracy, where measured)."""
+    m = results["machine"]
+    lines = [f"{m['cpu']} ({', '.join(m['isa'])}), {results['settings']['threads']} threads, sequence length "
+             f"{results['settings']['seq']}, p50 ms per batch (× Paddle fp32); rows more than 1 point of accuracy below "
+             "Paddle fp32 left out:", "",
+             "| model | batch | Paddle fp32 | fastest of this project | fastest peer |", "|---|---|---|---|---|"]
+    for case in results["models"]:
+        rows = case["rows"]
+        base = next(r for r in rows if r["name"] == "Paddle fp32")
+        usable = [r for r in rows if "all ops" not in r["name"] and "as-is" not in r["name"] and not (
+            case["accuracy"] and r.get("metrics") and r["metrics"]["acc"] < base["metrics"]["acc"] - 0.01)]
+        model = case["title"].split(" (")[0]
+        for b in map(str, results["settings"]["batch_sizes"]):
+            def cell(r):
+                acc = f", acc {100 * r['metrics']['acc']:.2f}" if case["accuracy"] and r.get("metrics") else ""
+                return f"{r['name']}: {r['perf'][b]['p50_ms']:.1f} ({r['perf'][b]['speedup_vs_paddle_fp32']:.2f}×{acc})"
+            ours = min((r for r in usable if not is_peer(r)), key=lambda r: r["perf"][b]["p50_ms"])
+            peers = [r for r in usable if is_peer(r)]
+            peer = cell(min(peers, key=lambda r: r["perf"][b]["p50_ms"])) if peers else "–"
+            lines.append(f"| {model} | {b} | {cell(base)} | {cell(ours)} | {peer} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results, path):
     """SST-2 dev accuracy against latency at the largest batch, one point per row (fine-tuned MiniLM only)."""
     import matplotlib
@@ -400,112 +290,105 @@ def parse_args(argv=None):
                         help="MODEL:NAME=DIR, a compressed model of MODEL (minilm or bert-base) to run with --int8")
     parser.add_argument("--models", nargs="+", choices=("minilm", "bert-base"), default=["minilm", "bert-base"])
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--steps", type=int, nargs="+", default=[100, 20],
+    parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20],
                         help="timed batches per measurement, one per --batch_sizes entry")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--perf_warmup_steps", type=int, default=5)
+    parser.add_argument("--cpu_threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "benchmarks", "work", "latency"))
-    parser.add_argument("--out_dir", default=HERE, help="where results.json and RESULTS.md go")
+    parser.add_argument("--save_dir", default=HERE, help="where results.json and RESULTS.md go")
     parser.add_argument("--render_only", action="store_true", help="rebuild RESULTS.md and the plot from results.json")
-    # internal: one peer measurement in a fresh process
-    parser.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
-    parser.add_argument("--hf_dir", help=argparse.SUPPRESS)
-    parser.add_argument("--onnx_dir", help=argparse.SUPPRESS)
-    parser.add_argument("--batch_size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--accuracy", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if not args.worker and len(args.steps) != len(args.batch_sizes):
-        parser.error(f"--steps needs one count per batch size ({len(args.batch_sizes)})")
+    if len(args.perf_steps) != len(args.batch_sizes):
+        parser.error(f"--perf_steps needs one count per batch size ({len(args.batch_sizes)})")
     if not args.data_dir and not args.render_only:
         parser.error("pass --data_dir (a GLUE folder with SST-2/dev.tsv) or set GLUE_DIR")
     args.data_dir = args.data_dir and os.path.abspath(args.data_dir)
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.worker:
-        return worker(args)
-    if args.render_only:
-        with open(os.path.join(args.out_dir, "results.json")) as f:
-            return write_report(json.load(f), args.out_dir)
-    glue.setup_logging()
+def paddle_rows(name, fp32, ptq, args):
+    """(row name, model folder, infer.py flags) of every Paddle row of one model."""
+    openvino = ["--backend", "openvino"]
+    rows = [("Paddle fp32", fp32, []), ("Paddle fp32, OpenVINO", fp32, openvino)]
+    if name == "minilm":  # the two ways a quantized model is slow or wrong (hours on BERT-base)
+        rows += [("PTQ, as-is (fake-quant ops)", ptq, []), ("PTQ, int8 all ops", ptq, ["--int8", "--cpu_int8_ops", "all"])]
+    compressed = [("PTQ", ptq)] + [(vname, path) for model, vname, path in args.variant if model == name]
+    for vname, path in compressed:
+        rows += [(vname, path, ["--int8"]), (f"{vname}, OpenVINO", path, openvino + ["--int8"])]
+    return rows
+
+
+def measure_case(name, args):
+    """Every row of one model (minilm or bert-base) at every batch size; finished measurements are kept in
+    <work_dir>/<model>/measurements.json, so an interrupted run resumes."""
     from tqdm import tqdm
 
-    import convert
+    work_dir = os.path.join(args.work_dir, name)
+    os.makedirs(work_dir, exist_ok=True)
+    source = (args.minilm_dir or common.packaged_model_dir()) if name == "minilm" else None
+    hf_dir, finetuned = hf_classifier(name, source, work_dir)
+    case = {"name": name, "hf_dir": hf_dir, "work_dir": work_dir, "onnx_dir": os.path.join(work_dir, "onnx")}
+    fp32, ptq = paddle_models(case, args)
+    jobs = [(r, b, steps) for r in paddle_rows(name, fp32, ptq, args) + [(p, None, None) for p in PEERS]
+            for b, steps in zip(args.batch_sizes, args.perf_steps)]
+    cache_path = os.path.join(work_dir, "measurements.json")
+    cache = {}
+    if os.path.isfile(cache_path):
+        with open(cache_path) as f:
+            cache = json.load(f)
+    rows = []
+    for (row_name, path, extra), b, steps in tqdm(jobs, desc=f"latency {name}"):
+        first = b == args.batch_sizes[0]
+        key = f"{row_name} | batch {b} | {steps} steps"
+        if key in cache:  # measured by an earlier, interrupted run
+            row, m = cache[key]
+        elif path is None:
+            m = run_peer(row_name, case, b, steps, args, accuracy=finetuned and first)
+            row = {"backend": row_name.split()[0], "precision": row_name.split(" ", 1)[1], "peer": True}
+        else:
+            m = infer_row(path, extra + ["--batch_size", str(b), "--perf", "--perf_steps", str(steps),
+                                         "--perf_warmup_steps", str(args.perf_warmup_steps)], args, work_dir)
+            row = {"backend": m["backend"], "precision": m["precision"], "model_dir": path,
+                   "infer_flags": extra, "peer": False}
+            if finetuned and first:
+                m["metrics"] = infer_row(path, extra + ["--batch_size", "32"], args, work_dir)["metrics"]
+        cache[key] = [row, m]
+        cli.write_json(cache_path, cache)
+        if first:
+            rows.append({"name": row_name, **row, "perf": {}})
+            if "metrics" in m:
+                rows[-1]["metrics"] = m.pop("metrics")
+        rows[-1]["perf"][str(b)] = m
+    add_ratios(rows, args.batch_sizes)
+    shape = f"{BERT_BASE['num_hidden_layers']} layers, hidden {BERT_BASE['hidden_size']}, random weights"
+    title = ("MiniLM (all-MiniLM-L6-v2: 6 layers, hidden 384" + (", fine-tuned on SST-2)" if finetuned
+                                                                 else ", fresh head)")
+             if name == "minilm" else f"BERT-base shape ({shape})")
+    return {"name": name, "title": title, "accuracy": finetuned, "hf_dir": hf_dir, "rows": rows}
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.render_only:
+        with open(os.path.join(args.save_dir, "results.json")) as f:
+            return write_report(json.load(f), args.save_dir)
+    cli.setup_logging()
     start = time.perf_counter()
-    cases = []
-    for name in args.models:
-        work_dir = os.path.join(args.work_dir, name)
-        os.makedirs(work_dir, exist_ok=True)
-        source = (args.minilm_dir or common.packaged_model_dir()) if name == "minilm" else None
-        hf_dir, finetuned = hf_classifier(name, source, work_dir)
-        case = {"name": name, "hf_dir": hf_dir, "work_dir": work_dir, "onnx_dir": os.path.join(work_dir, "onnx")}
-        fp32, ptq = paddle_models(case, args)
-        openvino = ["--backend", "openvino"]
-        paddle_rows = [("Paddle fp32", fp32, []), ("Paddle fp32, OpenVINO", fp32, openvino)]
-        if name == "minilm":  # the two ways a quantized model is slow or wrong (hours on BERT-base)
-            paddle_rows += [("PTQ, as-is (fake-quant ops)", ptq, []),
-                            ("PTQ, int8 all ops", ptq, ["--int8", "--cpu_int8_ops", "all"])]
-        compressed = [("PTQ", ptq)] + [(vname, path) for model, vname, path in args.variant if model == name]
-        for vname, path in compressed:
-            paddle_rows += [(vname, path, ["--int8"]), (f"{vname}, OpenVINO", path, openvino + ["--int8"])]
-        rows = []
-        jobs = [(r, b, steps) for r in paddle_rows + [(p, None, None) for p in PEERS]
-                for b, steps in zip(args.batch_sizes, args.steps)]
-        cache_path = os.path.join(work_dir, "measurements.json")
-        cache = {}
-        if os.path.isfile(cache_path):
-            with open(cache_path) as f:
-                cache = json.load(f)
-        for (row_name, path, extra), b, steps in tqdm(jobs, desc=f"latency {name}"):
-            first = b == args.batch_sizes[0]
-            key = f"{row_name} | batch {b} | {steps} steps"
-            if key in cache:  # measured by an earlier, interrupted run
-                row, m = cache[key]
-            elif path is None:
-                m = run_peer(row_name, case, b, steps, args, accuracy=finetuned and first)
-                row = {"backend": row_name.split()[0], "precision": row_name.split(" ", 1)[1], "peer": True}
-            else:
-                m = infer_row(path, extra + ["--batch_size", str(b), "--perf", "--perf_steps", str(steps),
-                                             "--perf_warmup_steps", str(args.warmup)], args, work_dir)
-                row = {"backend": m["backend"], "precision": m["precision"], "model_dir": path,
-                       "infer_flags": extra, "peer": False}
-                if finetuned and first:
-                    m["metrics"] = infer_row(path, extra + ["--batch_size", "32"], args, work_dir)["metrics"]
-            cache[key] = [row, m]
-            glue.write_json(cache_path, cache)
-            # results name no folder of the machine they were measured on
-            m = {k: os.path.relpath(v, ROOT) if k == "model_path" else v for k, v in m.items()}
-            if first:
-                rows.append({"name": row_name, **{k: os.path.relpath(v, ROOT) if k == "model_dir" else v
-                                                  for k, v in row.items()}, "perf": {}})
-                if "metrics" in m:
-                    rows[-1]["metrics"] = m.pop("metrics")
-            rows[-1]["perf"][str(b)] = m
-        add_ratios(rows, args.batch_sizes)
-        shape = f"{BERT_BASE['num_hidden_layers']} layers, hidden {BERT_BASE['hidden_size']}, random weights"
-        title = ("MiniLM (all-MiniLM-L6-v2: 6 layers, hidden 384" + (", fine-tuned on SST-2)" if finetuned
-                                                                     else ", fresh head)")
-                 if name == "minilm" else f"BERT-base shape ({shape})")
-        cases.append({"name": name, "title": title, "accuracy": finetuned, "hf_dir": hf_dir, "rows": rows})
+    cases = [measure_case(name, args) for name in args.models]
 
     import nncf
     import onnxruntime
     import openvino
 
-    versions = {**convert.library_versions(), "onnxruntime": onnxruntime.__version__,
-                "openvino": openvino.__version__.split("-")[0], "nncf": nncf.__version__}
-    command = "python benchmarks/latency/bench_latency.py " + " ".join(
-        f"'{a}'" if " " in a else a for a in (argv if argv is not None else sys.argv[1:]))
-    results = {"command": command, "machine": common.machine(), "versions": versions,
-               "settings": {"seq": SEQ, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-                            "batch_sizes": args.batch_sizes},
+    results = {**common.new_results("benchmarks/latency/bench_latency.py", argv),
+               "settings": {"seq": SEQ, "threads": args.cpu_threads, "steps": args.perf_steps,
+                            "warmup": args.perf_warmup_steps, "batch_sizes": args.batch_sizes},
                "wall_seconds": round(time.perf_counter() - start, 1), "models": cases}
-    os.makedirs(args.out_dir, exist_ok=True)
-    glue.write_json(os.path.join(args.out_dir, "results.json"), results)
-    return write_report(results, args.out_dir)
+    results["versions"].update(onnxruntime=onnxruntime.__version__, openvino=openvino.__version__.split("-")[0],
+                               nncf=nncf.__version__)
+    os.makedirs(args.save_dir, exist_ok=True)
+    common.write_results(os.path.join(args.save_dir, "results.json"), results, args.data_dir)  # paths relative
+    return write_report(results, args.save_dir)
 
 
 def write_report(results, out_dir):
@@ -520,4 +403,4 @@ def write_report(results, out_dir):
 
 
 if __name__ == "__main__":
-    glue.cli(main)
+    cli.cli(main)

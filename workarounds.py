@@ -1,0 +1,289 @@
+"""Every fix these scripts need for PaddleSlim 2.6 and Paddle 2.6 bugs, in one place.
+
+    with workarounds.paddleslim_fixed(program, scratch, skip_tensor_list):    # run.py
+        AutoCompression(model_dir="model", ...).compress()
+    predictors.edited_model(model, workarounds.dequantize_weights)           # int8 on oneDNN
+
+Each fix says the symptom, the upstream file, and what it does. `paddleslim_fixed` applies every
+fix AutoCompression needs and undoes every patch on exit, so a second compression in one process
+starts clean. (The system-zlib preload against Paddle's bundled zlib sits in cli.py: it must run
+before anything imports paddle.) The README's "Upstream bugs" section lists them for users.
+"""
+import contextlib
+import functools
+import logging
+import os
+
+import numpy as np
+
+import cli
+
+logger = logging.getLogger("workarounds")
+
+
+@contextlib.contextmanager
+def patched(owner, name, value):
+    """owner.name = value for the duration."""
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def chain_post_quant_to_previous_stage():
+    """Post-training quantization starts from the previous strategy's output.
+
+    Symptom: prune-then-quantize (the document's headline, and what AutoCompression picks for a
+    transformer) silently quantized the unpruned model. PaddleSlim 2.6
+    (auto_compression/compressor.py, single_strategy_compress) passes self.updated_model_dir, the
+    *input* model, to 'quant_post' and 'ptq_hpo', even when an earlier strategy wrote its model to
+    tmp_dir/strategy_<i>. Fix: point updated_model_dir at that model first.
+    """
+    from paddleslim.auto_compression.compressor import AutoCompression
+
+    stage = AutoCompression.single_strategy_compress
+
+    def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
+        if strategy in ("quant_post", "ptq_hpo") and strategy_idx > 0:
+            self.updated_model_dir = os.path.join(self.tmp_dir, f"strategy_{strategy_idx}")
+        return stage(self, strategy, config, strategy_idx, train_config)
+
+    return patched(AutoCompression, "single_strategy_compress", single_strategy_compress)
+
+
+def check_later_stages(compressor):
+    """Say how PaddleSlim trains a quantization stage that follows another, and refuse its 100 epochs.
+
+    Symptom: with more than one strategy, a later QAT stage trained a tenth as long, or for 100
+    epochs, without a word. PaddleSlim 2.6 (auto_compression/compressor.py,
+    _get_final_train_config) gives each later stage whose name holds "qat" or "ptq"
+    int(train_iter * 0.1) steps and learning_rate * 0.1; a train_iter that rounds to 0 is falsy in
+    _start_train, which then runs `epochs or 100` epochs over the whole training set. Fix: log the
+    steps and learning rate in one line, refuse the 0.
+    """
+    first = compressor.train_config[0]
+    for index, stage in enumerate(compressor._strategy[1:], start=1):
+        if stage.startswith("ptq") or not ("qat" in stage or "ptq" in stage):
+            continue  # post-training quantization trains nothing
+        config = compressor.train_config[index]
+        if first.train_iter and not config.train_iter:
+            raise cli.InputError(f"TrainConfig.train_iter {first.train_iter}: PaddleSlim gives the {stage} stage "
+                                 "a tenth of it, which rounds to 0 and then means 100 epochs: set train_iter to 10 "
+                                 "or more")
+        logger.info("PaddleSlim trains stage %d (%s) for %s at learning rate %s: a tenth of TrainConfig's",
+                    index + 1, stage, f"{config.train_iter} steps" if config.train_iter else f"{config.epochs} epochs",
+                    config.learning_rate)
+
+
+def later_stages_checked(ran):
+    """check_later_stages on every AutoCompression before it compresses; the strategies it runs go into `ran`.
+
+    (PaddleSlim keeps the strategies it picked in a private list, compressor._strategy.)
+    """
+    from paddleslim.auto_compression.compressor import AutoCompression
+
+    compress = AutoCompression.compress
+
+    def checked_compress(self):
+        check_later_stages(self)
+        ran.extend(self._strategy)
+        return compress(self)
+
+    return patched(AutoCompression, "compress", checked_compress)
+
+
+def uniform_histograms():
+    """Calibrate `hist` and `KL` with numpy's uniform-bin histogram (several times faster).
+
+    Symptom: hist/KL calibration spent most of its time in np.histogram. Paddle 2.6
+    (paddle/static/quantization/post_training_quantization.py, _sample_histogram) passes each
+    activation's 2049 bin edges to np.histogram, which then bisects every value into them. The
+    edges are uniform (np.histogram([], bins, range) made them), so giving numpy the bin count and
+    range counts the same values into the same bins (floating-point rounding at an edge aside)
+    without the search. Degenerate edges (a constant -3.4e38 mask) are counted as Paddle does.
+    """
+    from paddle.static.quantization import post_training_quantization as ptq
+
+    def _sample_histogram(self):
+        for var_name in self._quantized_act_var_name:
+            tensor = ptq.utils.load_variable_data(self._scope, var_name)
+            if tensor.size == 0 or var_name not in self._sampling_act_histogram:
+                self._zero_size_var_names.add(var_name)
+                continue
+            counts, edges = self._sampling_act_histogram[var_name]
+            if np.isfinite(edges[-1] - edges[0]) and np.all(np.diff(edges) > 0):
+                counts += np.histogram(np.abs(tensor), bins=len(edges) - 1, range=(edges[0], edges[-1]))[0]
+            else:
+                counts += np.histogram(np.abs(tensor), bins=edges)[0]
+
+    return patched(ptq.PostTrainingQuantization, "_sample_histogram", _sample_histogram)
+
+
+@contextlib.contextmanager
+def post_quant_skip_list(skip_tensor_list):
+    """QuantPost.skip_tensor_list keeps the named tensors' layers in fp32, as PaddleSlim documents.
+
+    Symptom: the list was silently ignored and every layer quantized. PaddleSlim 2.6
+    (auto_compression/compressor.py, single_strategy_compress) passes skip_tensor_list only to
+    quant_recon_static (QuantPost.recon_level set), never to quant_post, the default. Fix: bind
+    it to quant_post.
+    """
+    from paddleslim.auto_compression import compressor as module
+
+    if not skip_tensor_list:
+        yield
+        return
+    with patched(module, "quant_post", functools.partial(module.quant_post, skip_tensor_list=skip_tensor_list)):
+        yield
+
+
+def regression_prune_loss_per_element():
+    """TransformerPrune scores the heads of a regression model (STS-B).
+
+    Symptom: pruning STS-B failed before it began: "The reduce dim index 0 should be in the range
+    [-dimension(X), dimension(X)]". PaddleSlim 2.6 (auto_compression/transformer_pruner.py,
+    _program_add_mask) builds kldiv_loss with reduction "mean" for float labels, a 0-D loss, and
+    takes its mean again, whose gradient Paddle 2.6 refuses. Fix: reduction "none"; the mean that
+    follows gives the same loss.
+    """
+    from paddleslim.auto_compression import transformer_pruner
+
+    def kl_div_op(block, logits, labels):
+        loss = block.create_var(name=f"{logits.name}.kl_div_per_element", shape=logits.shape, dtype=logits.dtype)
+        block.append_op(type="kldiv_loss", inputs={"X": logits, "Target": labels}, outputs={"Loss": loss},
+                        attrs={"reduction": "none"})
+        return loss
+
+    return patched(transformer_pruner, "kl_div_op", kl_div_op)
+
+
+def names_after(program):
+    """A unique-name generator whose counters start past every numbered name in `program` (a ProgramDesc).
+
+    Symptom: "Generated graph shouldn't contain cycle" in PTQ after pruning (QNLI, whenever the
+    pruned model's first evaluation was its best). Paddle's save_inference_model appends `scale`
+    ops named save_infer_model/scale_<i> on every save; a model saved once already (every
+    converted model) holds save_infer_model/scale_0.tmp_0, and when ACT saves its pruned model
+    with a counter that starts at 0 the new scale op writes that same name in place;
+    AddQuantDequantForInferencePass (Paddle 2.6, onnx_format) then links the op to its own output.
+    """
+    from paddle.base.unique_name import UniqueNameGenerator
+
+    generator = UniqueNameGenerator()
+    for var in program.blocks[0].vars:
+        key, sep, count = var.name.rpartition("_")
+        if sep and count.isdigit():
+            generator.ids[key] = max(generator.ids[key], int(count) + 1)
+    return generator
+
+
+@contextlib.contextmanager
+def hpo_search_reset():
+    """PaddleSlim's hyper-parameter search starts from no best trial.
+
+    Symptom: a second HPO run in one process saved no model, then failed on the missing folder.
+    PaddleSlim 2.6 (paddleslim/quant/post_quant_hpo.py) keeps the best loss in a module global,
+    g_min_emd_loss, that only import resets. Fix: reset it.
+    """
+    from paddleslim.quant import post_quant_hpo
+
+    post_quant_hpo.emd_loss_init()
+    yield
+
+
+@contextlib.contextmanager
+def working_folder(folder):
+    """Run in `folder`: PaddleSlim writes quant_model_tmp/ and smac3-output_*/ into the working folder.
+
+    HPO also copies its best model with os.system("cp -r quant_model_tmp <save_dir>/...")
+    (paddleslim/quant/post_quant_hpo.py): with every path it gets relative to this folder, a
+    user's path with a space or `;` in it never reaches that shell.
+    """
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+@contextlib.contextmanager
+def static_mode(program):
+    """Static-graph mode, fresh default programs and names past those of `program` (a ProgramDesc).
+
+    Symptom: a second compression in one process (benchmarks/reproduce.py) collided with the
+    first one's parameters, e.g. a 2-label head against STS-B's 1-output head: TransformerPrune
+    creates parameters in the default startup program. See names_after for the names.
+    """
+    import paddle
+
+    paddle.enable_static()
+    try:
+        with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()), \
+                paddle.utils.unique_name.guard(names_after(program)):
+            yield
+    finally:
+        paddle.disable_static()
+
+
+def weight_dequantizers(block, scope):
+    """(op, int8 weight, scale) of each dequantize_linear that reads a symmetric int8 weight, last op first."""
+    for index in reversed(range(len(block.ops))):
+        op = block.ops[index]
+        if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
+            continue
+        weight, scale, zero_point = (np.array(scope.find_var(op.input(n)[0]).get_tensor())
+                                     for n in ("X", "Scale", "ZeroPoint"))
+        if np.any(zero_point != 0) or weight.dtype != np.int8:
+            continue  # not PaddleSlim's symmetric int8 weight: left to the runtime
+        yield index, op, weight, scale
+
+
+def dequantize_weights(block, scope):
+    """Turn the quantized model's int8 weights back into fp32 (a predictors.edited_model edit, for oneDNN).
+
+    Symptom: a QAT MiniLM lost points of dev metric under `infer.py --int8`. Paddle 2.6's quant_dequant_mkldnn_pass, which scales a weight along the wrong axis
+    when the weight is square (ConvertFromINT8ToFP32 in quant_dequant_mkldnn_pass.cc takes the
+    conv-filter branch whenever the scale count equals dim 0): PaddleSlim stores matmul weights
+    [in, out] with one scale per output channel, so every q/k/v/output projection of an unpruned
+    BERT got its input rows scaled instead, and a QAT MiniLM lost points of dev metric under
+    `--int8` (pruned weights, no longer square, were spared). Here each weight's
+    dequantize_linear is applied once, exactly as the fake-quant graph computes it
+    (w_int8 * scale / (2^(bits-1) - 1) along quant_axis), and removed; the pass then has no weight
+    to convert, and oneDNN quantizes the fc weights per output channel itself from these values.
+    Activation quantize/dequantize pairs, and with them the int8 input scales, are left as they are.
+    """
+    import paddle
+
+    for index, op, weight, scale in weight_dequantizers(block, scope):
+        name, out = op.input("X")[0], op.output("Y")[0]
+        axis = op.attr("quant_axis")
+        shape = [-1 if i == axis else 1 for i in range(weight.ndim)] if scale.size > 1 else [1] * weight.ndim
+        fp32 = weight.astype(np.float32) * scale.reshape(shape) / (2 ** (op.attr("bit_length") - 1) - 1)
+        block.var(name).desc.set_dtype(paddle.base.core.VarDesc.VarType.FP32)
+        scope.find_var(name).get_tensor().set(fp32, paddle.CPUPlace())
+        for consumer in block.ops[index + 1:]:
+            consumer._rename_input(out, name)
+        block._remove_op(index)
+
+
+@contextlib.contextmanager
+def paddleslim_fixed(program, scratch, skip_tensor_list=None):
+    """Every fix above, for one AutoCompression run in the working folder `scratch`.
+
+    Args:
+        program: the input model's ProgramDesc (files.read_program).
+        scratch: the working folder PaddleSlim gets; its paths should be relative to it.
+        skip_tensor_list: QuantPost.skip_tensor_list, if any.
+    Yields:
+        a list that holds, once compress() has started, the strategies PaddleSlim runs.
+    """
+    ran = []
+    with contextlib.ExitStack() as stack:
+        for fix in (static_mode(program), working_folder(scratch), hpo_search_reset(),
+                    regression_prune_loss_per_element(), chain_post_quant_to_previous_stage(),
+                    later_stages_checked(ran), uniform_histograms(), post_quant_skip_list(skip_tensor_list)):
+            stack.enter_context(fix)
+        yield ran
