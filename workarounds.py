@@ -139,6 +139,47 @@ def post_quant_skip_list(skip_tensor_list):
         yield
 
 
+def calibration_loader(loader, batch_size):
+    """`loader` (a paddle.io.DataLoader) over the same rows, in batches of `batch_size`.
+
+    Its batch sampler draws the same permutation of the rows as the loader's would from the same
+    numpy state, so with a batch size that divides the loader's, batch_nums x batch_size
+    calibration rows are the same rows.
+    """
+    import paddle
+
+    sampler = loader.batch_sampler
+    if sampler.batch_size == batch_size:
+        return loader
+    shuffle = isinstance(sampler.sampler, paddle.io.RandomSampler)
+    return paddle.io.DataLoader(loader.dataset, collate_fn=loader.collate_fn, return_list=loader.return_list,
+                                batch_sampler=paddle.io.BatchSampler(loader.dataset, batch_size=batch_size,
+                                                                     shuffle=shuffle, drop_last=sampler.drop_last))
+
+
+def post_quant_batch_size():
+    """QuantPost.batch_size is the calibration batch, as PaddleSlim documents it.
+
+    Symptom: QuantPost.batch_size was silently ignored, and calibration ran on Global.batch_size
+    batches; a BERT-base's executor grew by about 6 GB on its first calibration batch of 32 x 128
+    (every activation of the forward pass held at once). PaddleSlim 2.6
+    (auto_compression/compressor.py, single_strategy_compress) hands quant_post the training
+    loader, and Paddle's PostTrainingQuantization reads batch_size only for a sample_generator.
+    Fix: quant_post gets the training rows in batches of QuantPost.batch_size (calibration_loader),
+    so batch_nums counts those, and a smaller batch bounds the memory.
+    """
+    from paddleslim.auto_compression import compressor as module
+
+    original = module.quant_post
+
+    def quant_post(*args, data_loader=None, batch_size=None, **kwargs):
+        if data_loader is not None and batch_size:
+            data_loader = calibration_loader(data_loader, batch_size)
+        return original(*args, data_loader=data_loader, batch_size=batch_size, **kwargs)
+
+    return patched(module, "quant_post", quant_post)
+
+
 def regression_prune_loss_per_element():
     """TransformerPrune scores the heads of a regression model (STS-B).
 
@@ -284,6 +325,7 @@ def paddleslim_fixed(program, scratch, skip_tensor_list=None):
     with contextlib.ExitStack() as stack:
         for fix in (static_mode(program), working_folder(scratch), hpo_search_reset(),
                     regression_prune_loss_per_element(), chain_post_quant_to_previous_stage(),
-                    later_stages_checked(ran), uniform_histograms(), post_quant_skip_list(skip_tensor_list)):
+                    later_stages_checked(ran), uniform_histograms(), post_quant_batch_size(),
+                    post_quant_skip_list(skip_tensor_list)):
             stack.enter_context(fix)
         yield ran

@@ -31,7 +31,10 @@ import glue  # noqa: E402
 ROOT = common.ROOT
 SEQ = 128
 OUT_DIR = os.path.join(HERE, "reproduce")
-METRIC_GOAL = 0.5  # points: the most a compressed model's average dev metric may fall below the base's
+# The goal, in points of dev metric: each strategy's average over the tasks at most AVERAGE_LOSS below the
+# base's, and no task more than TASK_LOSS below its base; and at batch 32 each compressed model at least
+# SPEEDUP_B32 times as fast as its base.
+AVERAGE_LOSS, TASK_LOSS, SPEEDUP_B32 = 0.3, 1.0, 2.4
 logger = logging.getLogger("reproduce")
 
 # Fine-tuning budget per task on 2 CPU cores (minutes each). Edit here for a longer run.
@@ -197,6 +200,30 @@ def summarize(task, done):
     return row
 
 
+def goal_lines(results, keys, labels):
+    """The goal, and per strategy whether it is met, judged on the numbers as the tables show them."""
+    n = len(results["tasks"])
+    lines = [f"Goal (over {n} task{'s' if n > 1 else ''}): each strategy's average dev metric at most {AVERAGE_LOSS} "
+             f"point below the base's, no task more than {TASK_LOSS} point below, and at batch 32 at least "
+             f"{SPEEDUP_B32}× the base's speed."]
+    for k in keys:
+        rows = [row for row in results["tasks"] if k in row["models"]]
+        if len(rows) < n:
+            continue
+        changes = [round(100 * (row["models"][k]["metrics"]["headline"] - row["models"]["base"]["metrics"]["headline"]),
+                         2) for row in rows]
+        average = round(sum(changes) / n, 2)
+        worst = min(zip(changes, (row["task"] for row in rows)))
+        speedups = [row["models"]["base"]["perf"]["32"]["p50_ms"] / row["models"][k]["perf"]["32"]["p50_ms"]
+                    for row in rows if "32" in row["models"][k].get("perf", {})]
+        met = average >= -AVERAGE_LOSS and worst[0] >= -TASK_LOSS and (
+            len(speedups) == n and round(min(speedups), 2) >= SPEEDUP_B32)
+        slowest = f"{min(speedups):.2f}×" if speedups else "not measured"
+        lines.append(f"- {labels[k]}: average {average:+.2f} points, worst {worst[1]} {worst[0]:+.2f}, slowest "
+                     f"batch-32 speed-up {slowest}: {'met' if met else 'not met'}")
+    return lines
+
+
 def render(results):
     labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}}
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
@@ -235,12 +262,7 @@ def render(results):
     if sampled:
         lines.append("The compressions of " + ", ".join(f"{t} ({n} rows)" for t, n in sampled.items())
                      + " evaluated a seeded dev sample during training (`Global.eval_samples`).")
-    lines += ["", f"Goal: the average dev metric of each compressed model within {METRIC_GOAL} point of the base "
-              f"(over {len(results['tasks'])} task{'s' if len(results['tasks']) > 1 else ''})."]
-    for k in keys[1:]:
-        if len(sums[k]) == len(sums["base"]):
-            delta = round(100 * (sum(sums[k]) - sum(sums["base"])) / len(sums[k]), 2)  # judged as shown
-            lines.append(f"- {labels[k]}: {delta:+.2f} points, {'met' if delta >= -METRIC_GOAL else 'not met'}")
+    lines += [""] + goal_lines(results, keys[1:], labels)
     lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
               "| task | batch | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in results["tasks"]:
@@ -305,8 +327,8 @@ def headline(results):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_benchmark_args(parser, OUT_DIR)
-    parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=["sst-2", "rte", "mrpc"])
-    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=["prune_ptq", "distill_qat"])
+    parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=list(glue.TASK_NAMES))
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     parser.add_argument("--train_iter", type=int, default=60, help="training steps of each compression strategy")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20])

@@ -12,7 +12,7 @@ import cli
 import glue
 import run
 import workarounds
-from conftest import ROOT, SEQ, write_sst2_fixture
+from conftest import ROOT, SEQ, load_model, write_sst2_fixture
 
 
 
@@ -161,6 +161,39 @@ def test_global_seed_makes_calibration_repeatable(trace_model, tmp_path):
     first = params("a", 0)
     assert params("b", 0) == first
     assert params("c", 1) != first
+
+
+def test_calibration_batches_are_quantpost_batch_size(trace_model, tmp_path, monkeypatch):
+    """QuantPost.batch_size, not Global.batch_size, sets the calibration batch; on avg the same rows in
+    smaller batches give the same model (scales up to rounding)."""
+    from paddle.static.quantization import post_training_quantization as ptq
+
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = write_yaml(tmp_path / "ptq.yaml", {
+        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
+                   "data_dir": data_dir},
+        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "algo": "avg"}})
+    seen, sample = [], ptq.PostTrainingQuantization._sample_avg
+
+    def spy(self):
+        seen.append(ptq.utils.load_variable_data(self._scope, sorted(self._quantized_act_var_name)[0]).shape[0])
+        return sample(self)
+
+    monkeypatch.setattr(ptq.PostTrainingQuantization, "_sample_avg", spy)
+
+    def params(name, batch_size, batch_nums):
+        seen.clear()
+        run.main(["--config_path", config, "--save_dir", str(tmp_path / name), "--set",
+                  f"QuantPost.batch_size={batch_size}", "--set", f"QuantPost.batch_nums={batch_nums}"])
+        return list(seen), load_model(str(tmp_path / name / "model"))[2]
+
+    batches, fours = params("a", 4, 2)
+    assert batches == [4, 4]
+    batches, twos = params("b", 2, 4)
+    assert batches == [2, 2, 2, 2]
+    assert fours.keys() == twos.keys()
+    for name in fours:
+        np.testing.assert_allclose(twos[name], fours[name], rtol=1e-5, err_msg=name)
 
 
 def test_bad_yaml_and_missing_file(tmp_path):
