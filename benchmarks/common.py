@@ -149,7 +149,8 @@ def write_results(path, results, data_dir=None):
 def provenance(results):
     """The "Machine / Versions / Command" lines of a benchmark's RESULTS.md."""
     m = results["machine"]
-    return (f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), Python {m['python']}. "
+    python = f", Python {m['python']}" if "python" in m else ""  # results written before it was recorded
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}){python}. "
             "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".\n\n"
             f"Command: `{results['command']}`")
 

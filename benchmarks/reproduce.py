@@ -227,11 +227,8 @@ def goal_lines(results, keys, labels):
 def render(results):
     labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}}
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
-    m = results["machine"]
     lines = ["# Reproduction: MiniLM fine-tuned on GLUE, converted, compressed, deployed", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}). "
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
-             f"Command: `{results['command']}`", "",
+             common.provenance(results), "",
              "## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", "",
              "| task | metric | train rows used | PyTorch | " + " | ".join(labels[k] for k in keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]

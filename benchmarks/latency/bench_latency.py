@@ -188,11 +188,8 @@ def goal_lines(case, batches):
 
 
 def render(results):
-    m, s = results["machine"], results["settings"]
-    lines = ["# Latency benchmark (CPU)", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores ({', '.join(m['isa'])}), Python {m['python']}. "
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items()) + ".", "",
-             f"Command: `{results['command']}`", "",
+    s = results["settings"]
+    lines = ["# Latency benchmark (CPU)", "", common.provenance(results), "",
              f"Sequence length {s['seq']}, {s['threads']} threads, every row in its own process; p50 of "
              f"{' / '.join(map(str, s['steps']))} timed batches (batch {' / '.join(map(str, s['batch_sizes']))}) "
              f"after {s['warmup']} warm-up ones (`infer.measure`). × fp32 and "
