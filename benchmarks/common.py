@@ -127,7 +127,7 @@ def portable(obj, data_dir=None):
 
     prefixes = [(os.path.join(ROOT, ""), "")]
     if data_dir:
-        prefixes.append((os.path.join(os.path.abspath(data_dir), ""), "$GLUE_DIR/"))
+        prefixes.append((os.path.abspath(data_dir), "$GLUE_DIR"))
     prefixes += [(os.path.join(p, ""), "site-packages/") for p in site.getsitepackages()]
     if isinstance(obj, dict):
         return {k: portable(v, data_dir) for k, v in obj.items()}
@@ -136,8 +136,6 @@ def portable(obj, data_dir=None):
     if isinstance(obj, str):
         for prefix, name in sorted(prefixes, key=lambda p: -len(p[0])):  # the longest first: .venv is in ROOT
             obj = obj.replace(prefix, name)
-        if data_dir and obj == os.path.abspath(data_dir):
-            obj = "$GLUE_DIR"
     return obj
 
 

@@ -160,7 +160,7 @@ def render(results):
         done = "" if len(runs) == row.get("runs_planned", len(runs)) else \
             f" ({len(runs)} of {row['runs_planned']} runs so far)"
         lines += [f"## {row['task']} ({row['metric']}, fp32 {100 * base:.2f}){done}", "",
-                  "| run | deployed as | dev metric | change | wall s | peak RSS GB |", "|---|---|---|---|---|---|"]
+                  "| run | deployed as | dev metric | change | wall s | peak RSS GiB |", "|---|---|---|---|---|---|"]
         for name, run in runs.items():
             metric = run["metrics"]["headline"]
             lines.append(f"| {name} | {run['evaluated_with']['precision']} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
@@ -173,7 +173,7 @@ def render(results):
                   "random weights)", "",
                   "run.py with `configs/sst-2_ptq.yaml` (calibration: "
                   f"{memory['calibration']}), calibrating and scoring on SST-2: peak resident memory "
-                  f"{memory['peak_rss_mb'] / 1024:.1f} GB, wall time {memory['seconds']:.0f} s.", ""]
+                  f"{memory['peak_rss_mb'] / 1024:.2f} GiB, wall time {memory['seconds']:.0f} s.", ""]
     return "\n".join(lines)
 
 

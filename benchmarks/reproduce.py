@@ -278,7 +278,7 @@ def render(results):
             f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in results["stages"]) + " |")
     measured = [k for k in keys[1:] if any(row["models"].get(k, {}).get("peak_rss_mb") for row in results["tasks"])]
     if measured:
-        lines += ["", "## Peak resident memory of run.py (GB)", "", "| task | " + " | ".join(labels[k] for k in measured)
+        lines += ["", "## Peak resident memory of run.py (GiB)", "", "| task | " + " | ".join(labels[k] for k in measured)
                   + " |", "|---|" + "---|" * len(measured)]
         for row in results["tasks"]:
             peaks = [row["models"].get(k, {}).get("peak_rss_mb") for k in measured]
@@ -314,7 +314,7 @@ def headline(results):
                       for r in rows if batch in r["models"][key]["perf"]]
             speedups.append(f"{statistics.median(ratios):.2f}×" if ratios else "–")
         peaks = [r["models"][key].get("peak_rss_mb") for r in rows]
-        peak = f"{max(peaks) / 1024:.1f} GB at most" if all(peaks) else "not measured"
+        peak = f"{max(peaks) / 1024:.1f} GiB at most" if all(peaks) else "not measured"
         lines.append(f"| {labels[key]} ({len(rows)} tasks) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")

@@ -1,4 +1,6 @@
 """benchmarks/reproduce.py's tables: averages and the metric goal line, from a results dict."""
+import os
+
 import pytest
 
 import cli  # noqa: F401  (loads the system zlib before anything imports paddle)
@@ -104,3 +106,12 @@ def test_task_flag_keeps_the_helpful_message(reproduce, capsys):
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--tasks", "wnli"])
     assert "unknown GLUE task 'wnli'; allowed: cola, mnli" in capsys.readouterr().err
+
+
+def test_results_name_no_path_of_this_machine(tmp_path):
+    common = load_benchmark("common")
+    data = str(tmp_path / "glue")
+    results = {"command": f"python benchmarks/reproduce.py --data_dir {data} --tasks sst-2",
+               "model": os.path.join(common.ROOT, "benchmarks", "work", "m"), "rows": [os.path.join(data, "SST-2")]}
+    assert common.portable(results, data) == {"command": "python benchmarks/reproduce.py --data_dir $GLUE_DIR --tasks sst-2",
+                                              "model": "benchmarks/work/m", "rows": ["$GLUE_DIR/SST-2"]}
