@@ -173,13 +173,14 @@ def torch_logits(wrapper, feeds):
 # ----------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def quiet_stdout():
-    """X2Paddle prints one line per converted node; keep it in the debug log instead."""
+    """X2Paddle prints one line per converted node (to stdout, and for ONNX "\\rConverting node i" to
+    stderr); keep that in the debug log instead."""
     buf = io.StringIO()
     x2paddle_logger = logging.getLogger("x2paddle.convert")  # sets its own INFO level
     level = x2paddle_logger.level
     x2paddle_logger.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(buf):
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             yield
     finally:
         x2paddle_logger.setLevel(level)

@@ -116,7 +116,7 @@ def new_results(script, argv):
     import convert
 
     args = argv if argv is not None else sys.argv[1:]
-    return {"command": f"python {script} " + " ".join(f"'{a}'" if " " in a else a for a in args),
+    return {"command": " ".join(["python", script] + [f"'{a}'" if " " in a else a for a in args]),
             "machine": machine(), "versions": convert.library_versions()}
 
 
