@@ -80,7 +80,9 @@ def quiet_third_party():
     for message in ("pkg_resources is deprecated", "Setuptools is replacing distutils",
                     "full_graph=False don't support input_spec"):
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
-    logging.getLogger("transformers.modeling_utils").addFilter(_DropMessages("`loss_type=None`"))
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
+    if not any(isinstance(f, _DropMessages) for f in transformers_logger.filters):  # once per process
+        transformers_logger.addFilter(_DropMessages("`loss_type=None`"))
 
 
 def setup_logging(level=logging.INFO):

@@ -1,10 +1,9 @@
 """Fine-tune a HF BERT encoder into a BertForSequenceClassification on one GLUE task, on CPU.
 
-    python benchmarks/finetune.py --task_name sst-2 --data_dir /path/to/glue_data --max_seq_length 64 \\
-        --max_train_samples 8000 --save_dir benchmarks/work/minilm-sst2
-    GLUE_DIR=/path/to/glue_data python benchmarks/finetune.py --task_name rte --epochs 3 \\
-        --save_dir benchmarks/work/minilm-rte
-    python convert.py --model_name_or_path benchmarks/work/minilm-sst2 --save_dir x2paddle_sst2
+    python benchmarks/finetune.py --task_name sst-2 --data_dir $GLUE_DIR --max_seq_length 64 \\
+        --max_train_samples 8000 --save_dir ./my-bert-sst2
+    python benchmarks/finetune.py --task_name rte --epochs 3 --save_dir ./my-bert-rte   # GLUE from $GLUE_DIR
+    python convert.py --model_name_or_path ./my-bert-sst2 --save_dir ./x2paddle_sst2
 
 It makes the input model of the PyTorch -> Paddle pipeline (convert.py, run.py, infer.py): a
 real fine-tuned classifier, by default from the packaged pretrained all-MiniLM-L6-v2

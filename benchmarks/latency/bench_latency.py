@@ -1,8 +1,8 @@
 """Latency benchmark: Paddle Inference fp32, the compressed models through infer.py, and the peers.
 
     python benchmarks/latency/bench_latency.py --data_dir $GLUE_DIR \\
-        --minilm_dir benchmarks/work/minilm-sst2 \\
-        --variant "minilm:prune + distill, PTQ=benchmarks/work/prune-ptq-sst2"
+        --minilm_dir ./my-bert-sst2 \\
+        --variant "minilm:prune + distill, PTQ=./output/sst2_prune_ptq"
 
 Side by side, on one machine and in one run, at batch 1 and 32, sequence length 128:
 - Paddle Inference fp32 on the model convert.py writes (trace), through `infer.py --perf`;
@@ -38,8 +38,7 @@ import glue  # noqa: E402
 import peer  # noqa: E402  (benchmarks/latency/peer.py)
 
 ROOT = common.ROOT
-TASK = "sst-2"
-SEQ = 128
+TASK, SEQ = peer.TASK, peer.SEQ
 PEERS, CALIBRATION_ROWS = peer.PEERS, peer.CALIBRATION_ROWS
 # "Best peer": the fastest peer whose dev accuracy is within this many points of Paddle fp32.
 PEER_ACCURACY_POINTS = 1.0

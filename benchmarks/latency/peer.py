@@ -1,7 +1,7 @@
 """One peer of the latency benchmark (PyTorch, ONNX Runtime, OpenVINO) at one batch size, in its own process.
 
-    python benchmarks/latency/peer.py --peer "onnxruntime dynamic int8" --hf_dir benchmarks/work/reproduce/sst-2/hf \\
-        --work_dir /tmp/onnx --data_dir $GLUE_DIR --batch_size 32 --accuracy
+    python benchmarks/latency/peer.py --peer "onnxruntime dynamic int8" --hf_dir ./my-bert-sst2 \\
+        --work_dir ./onnx-work --data_dir $GLUE_DIR --batch_size 32 --accuracy
 
 bench_latency.py runs it once per peer and batch size, so no framework's thread pool disturbs
 another; it prints the measurement (infer.measure's keys, plus the SST-2 dev metrics with
@@ -24,7 +24,6 @@ SEQ = 128
 PEERS = ("pytorch fp32", "pytorch dynamic int8", "onnxruntime fp32", "onnxruntime dynamic int8",
          "onnxruntime static int8", "openvino fp32", "openvino default", "openvino nncf int8")
 CALIBRATION_ROWS = 300  # training sentences the static-int8 peers calibrate on (seeded sample)
-PERF_BATCHES = 8  # distinct dev batches cycled through while timing, as infer.py does
 
 
 def peer_predict(kind, hf_dir, work_dir, threads, calibration):
@@ -153,7 +152,7 @@ def measure_peer(args):
     dev = glue.load_dev_splits(TASK, args.data_dir)
     features = {s: glue.convert_examples(e, tokenizer, SEQ, TASK, desc=f"tokenize {s}") for s, e in dev.items()}
     batches = [b for b in glue.batches(features["dev"], args.batch_size, collate.collate_feeds)
-               if len(b["input_ids"]) == args.batch_size][:PERF_BATCHES]
+               if len(b["input_ids"]) == args.batch_size][:infer.PERF_BATCHES]
     result = infer.measure(predict, batches, args.perf_warmup_steps, args.perf_steps)
     if args.accuracy:
         result["metrics"] = glue.evaluate(predict, features, TASK, 32, collate)
