@@ -53,6 +53,30 @@ def chain_post_quant_to_previous_stage():
     return patched(AutoCompression, "single_strategy_compress", single_strategy_compress)
 
 
+def final_evaluation_left_to_caller():
+    """After post-training quantization, the caller scores the saved model, not PaddleSlim.
+
+    Symptom: the PTQ of a BERT-base-sized model peaked at 8.0 GiB resident, at its very end, and
+    every PTQ run scored the dev set twice. PaddleSlim 2.6 (auto_compression/compressor.py,
+    compress) loads the model it saved and runs eval_callback over the dev set once more whenever
+    its last stage trained nothing (final_metric < 0), while the executor's scope still holds the
+    model it quantized and its calibration state; run.py then scores the saved model again as
+    infer.py deploys it. Fix: after such a last stage, PaddleSlim gets no eval_callback, so it
+    skips that evaluation; run.py's "eval after" is the metric.
+    """
+    from paddleslim.auto_compression.compressor import AutoCompression
+
+    stage = AutoCompression.single_strategy_compress
+
+    def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
+        stage(self, strategy, config, strategy_idx, train_config)
+        if strategy_idx == len(self._strategy) - 1 and self.final_metric < 0.0 and self.eval_function is not None:
+            logger.info("%s done; the saved model is scored once, by the caller, as it deploys", strategy)
+            self.eval_function = None
+
+    return patched(AutoCompression, "single_strategy_compress", single_strategy_compress)
+
+
 def check_later_stages(compressor):
     """Say how PaddleSlim trains a quantization stage that follows another, and refuse its 100 epochs.
 
@@ -252,17 +276,19 @@ def working_folder(folder):
 
 @contextlib.contextmanager
 def static_mode(program):
-    """Static-graph mode, fresh default programs and names past those of `program` (a ProgramDesc).
+    """Static-graph mode, fresh default programs, a scope of its own and names past those of `program` (a ProgramDesc).
 
     Symptom: a second compression in one process (benchmarks/reproduce.py) collided with the
     first one's parameters, e.g. a 2-label head against STS-B's 1-output head: TransformerPrune
-    creates parameters in the default startup program. See names_after for the names.
+    creates parameters in the default startup program. See names_after for the names. The scope,
+    which holds every variable PaddleSlim loads and calibrates, is released on exit.
     """
     import paddle
 
     paddle.enable_static()
     try:
         with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()), \
+                paddle.static.scope_guard(paddle.static.Scope()), \
                 paddle.utils.unique_name.guard(names_after(program)):
             yield
     finally:
@@ -325,7 +351,8 @@ def paddleslim_fixed(program, scratch, skip_tensor_list=None):
     with contextlib.ExitStack() as stack:
         for fix in (static_mode(program), working_folder(scratch), hpo_search_reset(),
                     regression_prune_loss_per_element(), chain_post_quant_to_previous_stage(),
-                    later_stages_checked(ran), uniform_histograms(), post_quant_batch_size(),
+                    later_stages_checked(ran), final_evaluation_left_to_caller(), uniform_histograms(),
+                    post_quant_batch_size(),
                     post_quant_skip_list(skip_tensor_list)):
             stack.enter_context(fix)
         yield ran

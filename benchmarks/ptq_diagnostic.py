@@ -88,13 +88,17 @@ def layer_groups(model_file):
 
 
 def variants(model_file):
-    """{name: run.py --set overrides} for every run of the diagnostic: calibration choices, then layer groups."""
+    """{name: run.py --set overrides} for every run of the diagnostic, the most telling first.
+
+    PaddleSlim's default and the shipped algorithm; each kind of layer alone (on the shipped
+    config); the other calibration choices; each encoder layer alone.
+    """
     groups, every = layer_groups(model_file)
-    runs = dict(CALIBRATION)
-    for name, tensors in groups.items():  # on the shipped config
-        skip = [t for t in every if t not in tensors]
-        runs[f"only {name}"] = ["QuantPost.skip_tensor_list=" + json.dumps(skip)]
-    return runs
+    only = {f"only {name}": ["QuantPost.skip_tensor_list=" + json.dumps([t for t in every if t not in tensors])]
+            for name, tensors in groups.items()}
+    first = [BASELINE, "algo: avg"] + [n for n in only if not n.startswith("only encoder layer")]
+    runs = {name: (CALIBRATION | only)[name] for name in first}
+    return runs | CALIBRATION | only
 
 
 def run_variant(task, base, config, sets, save_dir, data):

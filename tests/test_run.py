@@ -163,6 +163,32 @@ def test_global_seed_makes_calibration_repeatable(trace_model, tmp_path):
     assert params("c", 1) != first
 
 
+def test_post_training_quantization_scores_the_dev_set_once_after(trace_model, tmp_path, monkeypatch):
+    """run.py scores the dev set before and after; PaddleSlim does not score the saved model a
+    second time (workarounds.final_evaluation_left_to_caller), and its variables leave with its scope."""
+    import paddle
+
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = write_yaml(tmp_path / "ptq.yaml", {
+        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
+                   "data_dir": data_dir},
+        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "batch_size": 4,
+                      "batch_nums": 2, "algo": "avg"}})
+    scored, evaluate = [], glue.evaluate
+
+    def counting(*args, **kwargs):
+        scored.append(kwargs.get("desc"))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(glue, "evaluate", counting)
+    params = [n for n in load_model(os.path.join(trace_model, "model"))[2]
+              if paddle.static.global_scope().find_var(n) is None]
+    result = run.main(["--config_path", config, "--save_dir", str(tmp_path / "out")])
+    assert scored == ["eval before", "eval after"]
+    assert result["evaluated_with"]["after"]["precision"] == "int8"
+    assert params and not [n for n in params if paddle.static.global_scope().find_var(n) is not None]
+
+
 def test_calibration_batches_are_quantpost_batch_size(trace_model, tmp_path, monkeypatch):
     """QuantPost.batch_size, not Global.batch_size, sets the calibration batch; on avg the same rows in
     smaller batches give the same model (scales up to rounding)."""
