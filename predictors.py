@@ -117,12 +117,12 @@ def cpu_config(model, threads, mkldnn=True, int8_ops=None):
     """A CPU paddle.inference.Config: IR passes on, oneDNN unless mkldnn=False.
 
     int8_ops: None for fp32; else the op types oneDNN runs in int8 (an empty set: every op with
-    scales), with the weights of the quantized model dequantized first (workarounds.dequantize_weights).
+    scales), the quantized model edited first (workarounds.for_onednn_int8).
     """
     from paddle import inference
 
     if int8_ops is not None:
-        model = edited_model(model, workarounds.dequantize_weights)
+        model = edited_model(model, workarounds.for_onednn_int8)
     if isinstance(model, str):
         config = inference.Config(model + ".pdmodel", model + ".pdiparams")
     else:

@@ -2,7 +2,7 @@
 
     with workarounds.paddleslim_fixed(program, scratch, skip_tensor_list):    # run.py
         AutoCompression(model_dir="model", ...).compress()
-    predictors.edited_model(model, workarounds.dequantize_weights)           # int8 on oneDNN
+    predictors.edited_model(model, workarounds.for_onednn_int8)              # int8 on oneDNN
 
 Each fix says the symptom, the upstream file, and what it does. `paddleslim_fixed` applies every
 fix AutoCompression needs and undoes every patch on exit, so a second compression in one process
@@ -334,6 +334,57 @@ def dequantize_weights(block, scope):
         for consumer in block.ops[index + 1:]:
             consumer._rename_input(out, name)
         block._remove_op(index)
+
+
+def skipped_layers_kept_fp32(block, scope):
+    """Drop the activation scales no quantized linear layer reads (a predictors.edited_model edit, for oneDNN).
+
+    Symptom: the layers QuantPost.skip_tensor_list keeps in fp32 ran in int8 under `infer.py
+    --int8` anyway: with only q, k and v quantized, all 38 linear layers of a MiniLM became
+    oneDNN int8 fc ops. PaddleSlim's onnx_format models carry a quantize/dequantize_linear pair
+    on the output of nearly every op (Paddle 2.6, AddQuantDequantForInferencePass in
+    static/quantization/quantization_pass.py, so that each activation's scale travels with the
+    graph); quant_dequant_mkldnn_pass turns every pair into a scale, compute_propagate_scales_mkldnn_pass
+    computes a scale for every fc weight, and cpu_quantize_pass then quantizes every fc whose
+    input has a scale. Here each activation pair is removed (its readers read the fp32 value)
+    unless a linear layer with an int8 weight, or a matmul of two activations, reads it.
+    """
+    producer = {name: op for op in block.ops for name in op.output_arg_names}
+    weights = {v.name for v in block.vars.values() if v.persistable}
+
+    def weight_of(op):  # a matmul's persistable input, through its dequantize_linear if quantized
+        for name in op.input_arg_names:
+            source = producer.get(name)
+            if name in weights or (source is not None and source.type == "dequantize_linear"
+                                   and source.input("X")[0] in weights):
+                return name
+        return None
+
+    keep = set()
+    for op in block.ops:
+        if op.type in ("matmul", "matmul_v2"):
+            weight = weight_of(op)
+            if weight is None or weight not in weights:  # two activations, or a quantized weight
+                keep.update(n for n in op.input_arg_names if n != weight)
+    for index in reversed(range(len(block.ops))):
+        op = block.ops[index]
+        out = op.output("Y")[0] if op.type == "dequantize_linear" else None
+        if out is None or op.input("X")[0] in weights or out in keep:
+            continue
+        quantize = producer.get(op.input("X")[0])
+        if quantize is None or quantize.type != "quantize_linear":
+            continue
+        source = quantize.input("X")[0]
+        for reader in block.ops[index + 1:]:
+            reader._rename_input(out, source)
+        block._remove_op(index)
+        block._remove_op(block.ops.index(quantize))
+
+
+def for_onednn_int8(block, scope):
+    """The edits a quantized model needs before oneDNN runs it in int8 (predictors.cpu_config)."""
+    skipped_layers_kept_fp32(block, scope)
+    dequantize_weights(block, scope)
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ import os
 import pytest
 
 import files
+import predictors
 import run
 from conftest import SEQ, load_benchmark, write_sst2_fixture
 
@@ -20,6 +21,21 @@ def quantized_weights(model_file):
     persistable = {v.name for v in block.vars if v.persistable}
     return {n for op in block.ops if op.type == "dequantize_linear"
             for arg in op.inputs if arg.parameter == "X" for n in arg.arguments if n in persistable}
+
+
+def int8_fc_weights(model_prefix, cache_dir):
+    """The weights of the fc ops oneDNN runs in int8 when infer.py --int8 deploys the model."""
+    from paddle import inference
+
+    config = predictors.cpu_config(predictors.read_model(model_prefix + ".pdmodel", model_prefix + ".pdiparams"), 1,
+                                   int8_ops={"fc"})
+    config.enable_save_optim_model(True)
+    config.set_optim_cache_dir(str(cache_dir))
+    inference.create_predictor(config)
+    block = files.read_program(os.path.join(cache_dir, "_optimized.pdmodel")).blocks[0]
+    return {arg.arguments[0] for op in block.ops if op.type == "fc"
+            and any(a.name == "mkldnn_data_type" and a.s == "int8" for a in op.attrs)
+            for arg in op.inputs if arg.parameter == "W"}
 
 
 def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
@@ -54,6 +70,8 @@ def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
                       + [a for s in sets for a in ("--set", s)])
     weights = set(groups["encoder layer 0"][:6])  # its linear layers; the last two are attention matmuls
     assert quantized_weights(str(tmp_path / "out" / "model.pdmodel")) == weights
+    # ... and deployed with --int8, those layers alone run in int8 (workarounds.skipped_layers_kept_fp32)
+    assert int8_fc_weights(str(tmp_path / "out" / "model"), tmp_path / "optimized") == weights
     assert result["evaluated_with"]["after"]["precision"] == "int8"
 
 
