@@ -40,6 +40,7 @@ OUT_DIR = os.path.join(HERE, "ptq_diagnostic")
 # rest of configs/<task>_ptq.yaml as shipped.
 HIST = "QuantPost.algo=hist"
 BASELINE = "algo: hist (PaddleSlim's default)"
+SHIPPED = "algo: avg"  # what configs/<task>_ptq.yaml ships
 CALIBRATION = {
     BASELINE: [HIST],
     "algo: KL": ["QuantPost.algo=KL"],
@@ -96,7 +97,7 @@ def variants(model_file):
     groups, every = layer_groups(model_file)
     only = {f"only {name}": ["QuantPost.skip_tensor_list=" + json.dumps([t for t in every if t not in tensors])]
             for name, tensors in groups.items()}
-    first = [BASELINE, "algo: avg"] + [n for n in only if not n.startswith("only encoder layer")]
+    first = [BASELINE, SHIPPED] + [n for n in only if not n.startswith("only encoder layer")]
     runs = {name: (CALIBRATION | only)[name] for name in first}
     return runs | CALIBRATION | only
 
@@ -125,11 +126,21 @@ def run_task(task, args, save):
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
-        folder = os.path.join(work, "ptq_diagnostic", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
-        row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder,
-                                                                                  data)})
+        row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets,
+                                                                                  folder_of(work, name), data)})
         save(row)
+    # The shipped config's model once more, through its fake-quant graph in fp32: how much of the
+    # deployed loss is the int8 kernels' own on this CPU
+    shipped = folder_of(work, SHIPPED)
+    row["fake_quant"] = done.run(f"{SHIPPED}, fake-quant graph", lambda: common.run_infer(
+        task, shipped, ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data,
+        shipped + "_fake_quant")["metrics"])
+    save(row)
     return row
+
+
+def folder_of(work, name):
+    return os.path.join(work, "ptq_diagnostic", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
 
 
 def bert_base_memory(args):
@@ -170,6 +181,11 @@ def render(results):
             lines.append(f"| {name} | {run['evaluated_with']['precision']} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
                          f"{run['peak_rss_mb'] / 1024:.1f} |")
         lines.append("")
+        if row.get("fake_quant") and SHIPPED in runs:
+            fake, deployed = row["fake_quant"]["headline"], runs[SHIPPED]["metrics"]["headline"]
+            lines += [f"The `{SHIPPED}` model through its fake-quant graph in fp32 (`infer.py` without `--int8`): "
+                      f"{100 * fake:.2f} ({100 * (fake - base):+.2f}); deployed with oneDNN int8 kernels on this CPU: "
+                      f"{100 * deployed:.2f} ({100 * (deployed - base):+.2f}).", ""]
     memory = results.get("bert_base_memory")
     if memory:
         shape = common.BERT_BASE

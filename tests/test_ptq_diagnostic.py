@@ -84,11 +84,14 @@ def test_render_shows_each_change_against_fp32(diagnostic):
                "versions": {"paddlepaddle": "2.6.2"}, "command": "python benchmarks/ptq_diagnostic.py",
                "tasks": [{"task": "sst-2", "metric": "acc", "runs": {
                    "algo: hist (PaddleSlim's default)": run_of(0.8225),
-                   "only attention matmuls (all layers)": run_of(0.84, "fp32")}}]}
+                   "algo: avg": run_of(0.8300),
+                   "only attention matmuls (all layers)": run_of(0.84, "fp32")}, "fake_quant": {"headline": 0.8350}}]}
     text = diagnostic.render(results)
     assert "## sst-2 (acc, fp32 84.00)" in text
     assert "| algo: hist (PaddleSlim's default) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
     assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text
+    assert "fake-quant graph in fp32 (`infer.py` without `--int8`): 83.50 (-0.50); deployed with oneDNN int8 " \
+           "kernels on this CPU: 83.00 (-1.00)." in text
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
     assert "| QuantPost calibration: one change from PaddleSlim's default (algo hist) | sst-2 acc (fp32 84.00) |" in short
     assert "| algo: hist (PaddleSlim's default) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
