@@ -126,16 +126,15 @@ def run_task(task, args, save):
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
-        row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets,
-                                                                                  folder_of(work, name), data)})
+        folder = folder_of(work, name)
+        row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder,
+                                                                                  data)})
+        if name == SHIPPED:  # its model once more, through its fake-quant graph in fp32: how much of the
+            # deployed loss is the int8 kernels' own on this CPU
+            row["fake_quant"] = done.run(f"{SHIPPED}, fake-quant graph", lambda: common.run_infer(
+                task, folder, ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data,
+                folder + "_fake_quant")["metrics"])
         save(row)
-    # The shipped config's model once more, through its fake-quant graph in fp32: how much of the
-    # deployed loss is the int8 kernels' own on this CPU
-    shipped = folder_of(work, SHIPPED)
-    row["fake_quant"] = done.run(f"{SHIPPED}, fake-quant graph", lambda: common.run_infer(
-        task, shipped, ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data,
-        shipped + "_fake_quant")["metrics"])
-    save(row)
     return row
 
 
