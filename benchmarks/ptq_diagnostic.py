@@ -125,7 +125,12 @@ def run_task(task, args, save):
     runs = variants(os.path.join(base, "model.pdmodel"))
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
+    budget = args.max_new_runs
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
+        if name not in done.done:
+            if budget == 0:
+                continue  # left for a later invocation; the report says how many runs are done
+            budget = None if budget is None else budget - 1
         folder = folder_of(work, name)
         row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder,
                                                                                   data)})
@@ -221,6 +226,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_benchmark_args(parser, OUT_DIR)
     parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=["sst-2", "sts-b"])
+    parser.add_argument("--max_new_runs", type=int, default=None,
+                        help="per task, run at most this many runs not finished before (default: all); "
+                             "the report shows the finished ones")
     parser.add_argument("--bert_base", action="store_true",
                         help="also run PTQ of a BERT-base-sized model (random weights) for its peak memory")
     return parser.parse_args(argv)

@@ -95,3 +95,25 @@ def test_render_shows_each_change_against_fp32(diagnostic):
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
     assert "| QuantPost calibration: one change from PaddleSlim's default (algo hist) | sst-2 acc (fp32 84.00) |" in short
     assert "| algo: hist (PaddleSlim's default) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
+
+
+def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trace_model, tmp_path, monkeypatch):
+    """--max_new_runs 2: each invocation runs the next two runs not finished before, in order."""
+    from types import SimpleNamespace
+
+    ran = []
+
+    def run_variant(task, base, config, sets, save_dir, data):
+        ran.append(os.path.basename(save_dir))
+        return {"metrics": {"headline": 0.5}}
+
+    monkeypatch.setattr(diagnostic.reproduce, "prepare_base", lambda task, args: trace_model)
+    monkeypatch.setattr(diagnostic, "run_variant", run_variant)
+    monkeypatch.setattr(diagnostic.common, "run_infer", lambda *a: {"metrics": {"headline": 0.4}})
+    os.makedirs(tmp_path / "sst-2")  # prepare_base makes it
+    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=2)
+    names = list(diagnostic.variants(os.path.join(trace_model, "model.pdmodel")))
+    first = diagnostic.run_task("sst-2", args, lambda row: None)
+    assert list(first["runs"]) == names[:2] and first["fake_quant"] == {"headline": 0.4}
+    second = diagnostic.run_task("sst-2", args, lambda row: None)
+    assert list(second["runs"]) == names[:4] and len(ran) == 4 and second["runs_planned"] == len(names)
