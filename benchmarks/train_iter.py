@@ -61,6 +61,9 @@ def render(results):
             else:
                 cells.append("–")
         lines.append(f"| {steps} | " + " | ".join(cells) + " |")
+    planned = results.get("runs_planned", len(runs))
+    if len(runs) < planned:
+        lines.append(f"\n{len(runs)} of {planned} runs so far; the same command resumes the rest.")
     lines.append("")
     return "\n".join(lines)
 
@@ -80,7 +83,8 @@ def main(argv=None):
     args = parse_args(argv)
 
     def measure(results, save):
-        results.update(task=args.task, metric=glue.headline_metric(args.task), runs={})
+        results.update(task=args.task, metric=glue.headline_metric(args.task), runs={},
+                       runs_planned=len(args.train_iters) * len(STRATEGIES))
         work = os.path.join(args.work_dir, args.task)
         base = reproduce.prepare_base(args.task, args)
         data = ["--data_dir", args.data_dir] if args.data_dir else []
