@@ -53,6 +53,7 @@ def chain_post_quant_to_previous_stage():
     return patched(AutoCompression, "single_strategy_compress", single_strategy_compress)
 
 
+@contextlib.contextmanager
 def final_evaluation_left_to_caller():
     """After post-training quantization, the caller scores the saved model, not PaddleSlim.
 
@@ -66,7 +67,7 @@ def final_evaluation_left_to_caller():
     """
     from paddleslim.auto_compression.compressor import AutoCompression
 
-    stage = AutoCompression.single_strategy_compress
+    stage = AutoCompression.single_strategy_compress  # as patched when this is entered (the chaining fix)
 
     def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
         stage(self, strategy, config, strategy_idx, train_config)
@@ -74,7 +75,8 @@ def final_evaluation_left_to_caller():
             logger.info("%s done; the saved model is scored once, by the caller, as it deploys", strategy)
             self.eval_function = None
 
-    return patched(AutoCompression, "single_strategy_compress", single_strategy_compress)
+    with patched(AutoCompression, "single_strategy_compress", single_strategy_compress):
+        yield
 
 
 def check_later_stages(compressor):
@@ -374,6 +376,8 @@ def skipped_layers_kept_fp32(block, scope):
         quantize = producer.get(op.input("X")[0])
         if quantize is None or quantize.type != "quantize_linear":
             continue
+        if any(quantize.output("Y")[0] in other.input_arg_names for other in block.ops if other is not op):
+            continue  # its int8 value has another reader
         source = quantize.input("X")[0]
         for reader in block.ops[index + 1:]:
             reader._rename_input(out, source)
