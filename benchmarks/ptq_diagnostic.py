@@ -8,8 +8,8 @@ folder, so a task reproduce.py prepared is not fine-tuned again): run.py with th
 configs/<task>_ptq.yaml, changing one thing at a time, each run in its own process.
 
 - layer groups (on the shipped config): only one group of linear layers quantized (`QuantPost.skip_tensor_list` holds
-  the weights of every other one): each encoder layer; q/k/v, attention output or FFN of every
-  layer; pooler + classifier; the attention matmuls (Q.K^T, softmax.V) alone. The embeddings are
+  the weights of every other one): each encoder layer; q/k/v, attention output, FFN, FFN in or
+  FFN out of every layer; pooler + classifier; the attention matmuls (Q.K^T, softmax.V) alone. The embeddings are
   not quantized by any shipped config (quantize_op_types: matmul, matmul_v2).
 - calibration, one change at a time from PaddleSlim's default (algo hist): algorithm (KL, mse,
   avg, abs_max), number of calibration batches, bias correction, one weight scale per tensor
@@ -83,6 +83,8 @@ def layer_groups(model_file):
     groups["q, k, v (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer < 3]
     groups["attention output (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer == 3]
     groups["FFN (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer > 3]
+    groups["FFN in (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer == 4]
+    groups["FFN out (all layers)"] = [w for i, w in enumerate(linear[:-2]) if i % per_layer == 5]
     groups["attention matmuls (all layers)"] = attention
     groups["pooler + classifier"] = linear[-2:]
     return groups, linear + attention

@@ -45,6 +45,7 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
     assert [len(groups[f"encoder layer {i}"]) for i in range(2)] == [8, 8]
     assert len(groups["q, k, v (all layers)"]) == 6 and len(groups["FFN (all layers)"]) == 4
     assert len(groups["attention output (all layers)"]) == 2 and len(groups["attention matmuls (all layers)"]) == 4
+    assert sorted(groups["FFN in (all layers)"] + groups["FFN out (all layers)"]) == sorted(groups["FFN (all layers)"])
     # the layers partition every quantizable matmul with the pooler and classifier; so do the kinds
     layers = groups["encoder layer 0"] + groups["encoder layer 1"] + groups["pooler + classifier"]
     kinds = sum((groups[k] for k in ("q, k, v (all layers)", "attention output (all layers)", "FFN (all layers)",
