@@ -87,6 +87,7 @@ def benchmark_main(args, script, argv, measure, render):
             write_results(os.path.join(args.save_dir, "results.json"), results, args.data_dir)
 
         measure(results, save)
+        results = portable(results, args.data_dir)  # the report names no path of this machine either
     write_report(args.save_dir, render(results))
     return results
 

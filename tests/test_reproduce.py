@@ -115,3 +115,20 @@ def test_results_name_no_path_of_this_machine(tmp_path):
                "model": os.path.join(common.ROOT, "benchmarks", "work", "m"), "rows": [os.path.join(data, "SST-2")]}
     assert common.portable(results, data) == {"command": "python benchmarks/reproduce.py --data_dir $GLUE_DIR --tasks sst-2",
                                               "model": "benchmarks/work/m", "rows": ["$GLUE_DIR/SST-2"]}
+
+
+def test_report_names_no_path_of_this_machine(tmp_path):
+    """RESULTS.md, rendered right after a measurement, is as portable as results.json."""
+    from types import SimpleNamespace
+
+    common = load_benchmark("common")
+    data = str(tmp_path / "glue")
+    args = SimpleNamespace(render_only=False, save_dir=str(tmp_path / "out"), data_dir=data)
+
+    def measure(results, save):
+        results["rows"] = [os.path.join(data, "SST-2")]
+        save()
+
+    common.benchmark_main(args, "benchmarks/x.py", ["--data_dir", data], measure, lambda r: r["command"] + r["rows"][0])
+    report = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert report == "python benchmarks/x.py --data_dir $GLUE_DIR$GLUE_DIR/SST-2"
