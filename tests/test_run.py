@@ -145,14 +145,17 @@ def test_uniform_histograms_count_as_paddle_does():
         assert np.abs(got - expected).sum() <= 0.002 * value.size  # a value on an edge may change bins
 
 
+def ptq_config(trace_model, tmp_path, **quant_post):
+    """A PTQ config (avg) for the tiny model on the SST-2 fixture, written into tmp_path."""
+    return write_yaml(tmp_path / "ptq.yaml", {
+        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
+                   "data_dir": write_sst2_fixture(tmp_path / "glue")},
+        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "algo": "avg", **quant_post}})
+
+
 def test_global_seed_makes_calibration_repeatable(trace_model, tmp_path):
     """Post-training quantization calibrates on shuffled training batches: Global.seed fixes which ones."""
-    data_dir = write_sst2_fixture(tmp_path / "glue")
-    config = write_yaml(tmp_path / "ptq.yaml", {
-        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
-                   "data_dir": data_dir},
-        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "batch_size": 4,
-                      "batch_nums": 2, "algo": "avg"}})
+    config = ptq_config(trace_model, tmp_path, batch_size=4, batch_nums=2)
 
     def params(name, seed):
         run.main(["--config_path", config, "--save_dir", str(tmp_path / name), "--set", f"Global.seed={seed}"])
@@ -168,12 +171,7 @@ def test_post_training_quantization_scores_the_dev_set_once_after(trace_model, t
     second time (workarounds.final_evaluation_left_to_caller), and its variables leave with its scope."""
     import paddle
 
-    data_dir = write_sst2_fixture(tmp_path / "glue")
-    config = write_yaml(tmp_path / "ptq.yaml", {
-        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
-                   "data_dir": data_dir},
-        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "batch_size": 4,
-                      "batch_nums": 2, "algo": "avg"}})
+    config = ptq_config(trace_model, tmp_path, batch_size=4, batch_nums=2)
     scored, evaluate = [], glue.evaluate
 
     def counting(*args, **kwargs):
@@ -194,11 +192,7 @@ def test_calibration_batches_are_quantpost_batch_size(trace_model, tmp_path, mon
     smaller batches give the same model (scales up to rounding)."""
     from paddle.static.quantization import post_training_quantization as ptq
 
-    data_dir = write_sst2_fixture(tmp_path / "glue")
-    config = write_yaml(tmp_path / "ptq.yaml", {
-        "Global": {"model_dir": trace_model, "task_name": "sst-2", "batch_size": 4, "max_seq_length": SEQ,
-                   "data_dir": data_dir},
-        "QuantPost": {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "algo": "avg"}})
+    config = ptq_config(trace_model, tmp_path)
     seen, sample = [], ptq.PostTrainingQuantization._sample_avg
 
     def spy(self):
