@@ -9,6 +9,7 @@ fix AutoCompression needs and undoes every patch on exit, so a second compressio
 starts clean. (The system-zlib preload against Paddle's bundled zlib sits in cli.py: it must run
 before anything imports paddle.) The README's "Upstream bugs" section lists them for users.
 """
+import collections
 import contextlib
 import functools
 import logging
@@ -32,6 +33,13 @@ def patched(owner, name, value):
         setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def wrapped(owner, name, wrap):
+    """owner.name = wrap(owner.name) for the duration, read when entered: patches of one name stack."""
+    with patched(owner, name, wrap(getattr(owner, name))):
+        yield
+
+
 def chain_post_quant_to_previous_stage():
     """Post-training quantization starts from the previous strategy's output.
 
@@ -43,17 +51,16 @@ def chain_post_quant_to_previous_stage():
     """
     from paddleslim.auto_compression.compressor import AutoCompression
 
-    stage = AutoCompression.single_strategy_compress
+    def wrap(stage):
+        def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
+            if strategy in ("quant_post", "ptq_hpo") and strategy_idx > 0:
+                self.updated_model_dir = os.path.join(self.tmp_dir, f"strategy_{strategy_idx}")
+            return stage(self, strategy, config, strategy_idx, train_config)
+        return single_strategy_compress
 
-    def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
-        if strategy in ("quant_post", "ptq_hpo") and strategy_idx > 0:
-            self.updated_model_dir = os.path.join(self.tmp_dir, f"strategy_{strategy_idx}")
-        return stage(self, strategy, config, strategy_idx, train_config)
-
-    return patched(AutoCompression, "single_strategy_compress", single_strategy_compress)
+    return wrapped(AutoCompression, "single_strategy_compress", wrap)
 
 
-@contextlib.contextmanager
 def final_evaluation_left_to_caller():
     """After post-training quantization, the caller scores the saved model, not PaddleSlim.
 
@@ -67,16 +74,15 @@ def final_evaluation_left_to_caller():
     """
     from paddleslim.auto_compression.compressor import AutoCompression
 
-    stage = AutoCompression.single_strategy_compress  # as patched when this is entered (the chaining fix)
+    def wrap(stage):
+        def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
+            stage(self, strategy, config, strategy_idx, train_config)
+            if strategy_idx == len(self._strategy) - 1 and self.final_metric < 0.0 and self.eval_function is not None:
+                logger.info("%s done; the saved model is scored once, by the caller, as it deploys", strategy)
+                self.eval_function = None
+        return single_strategy_compress
 
-    def single_strategy_compress(self, strategy, config, strategy_idx, train_config):
-        stage(self, strategy, config, strategy_idx, train_config)
-        if strategy_idx == len(self._strategy) - 1 and self.final_metric < 0.0 and self.eval_function is not None:
-            logger.info("%s done; the saved model is scored once, by the caller, as it deploys", strategy)
-            self.eval_function = None
-
-    with patched(AutoCompression, "single_strategy_compress", single_strategy_compress):
-        yield
+    return wrapped(AutoCompression, "single_strategy_compress", wrap)
 
 
 def check_later_stages(compressor):
@@ -110,14 +116,14 @@ def later_stages_checked(ran):
     """
     from paddleslim.auto_compression.compressor import AutoCompression
 
-    compress = AutoCompression.compress
+    def wrap(compress):
+        def checked_compress(self):
+            check_later_stages(self)
+            ran.extend(self._strategy)
+            return compress(self)
+        return checked_compress
 
-    def checked_compress(self):
-        check_later_stages(self)
-        ran.extend(self._strategy)
-        return compress(self)
-
-    return patched(AutoCompression, "compress", checked_compress)
+    return wrapped(AutoCompression, "compress", wrap)
 
 
 def uniform_histograms():
@@ -147,7 +153,6 @@ def uniform_histograms():
     return patched(ptq.PostTrainingQuantization, "_sample_histogram", _sample_histogram)
 
 
-@contextlib.contextmanager
 def post_quant_skip_list(skip_tensor_list):
     """QuantPost.skip_tensor_list keeps the named tensors' layers in fp32, as PaddleSlim documents.
 
@@ -159,10 +164,9 @@ def post_quant_skip_list(skip_tensor_list):
     from paddleslim.auto_compression import compressor as module
 
     if not skip_tensor_list:
-        yield
-        return
-    with patched(module, "quant_post", functools.partial(module.quant_post, skip_tensor_list=skip_tensor_list)):
-        yield
+        return contextlib.nullcontext()
+    return wrapped(module, "quant_post",
+                   lambda quant_post: functools.partial(quant_post, skip_tensor_list=skip_tensor_list))
 
 
 def calibration_loader(loader, batch_size):
@@ -196,14 +200,14 @@ def post_quant_batch_size():
     """
     from paddleslim.auto_compression import compressor as module
 
-    original = module.quant_post
+    def wrap(original):
+        def quant_post(*args, data_loader=None, batch_size=None, **kwargs):
+            if data_loader is not None and batch_size:
+                data_loader = calibration_loader(data_loader, batch_size)
+            return original(*args, data_loader=data_loader, batch_size=batch_size, **kwargs)
+        return quant_post
 
-    def quant_post(*args, data_loader=None, batch_size=None, **kwargs):
-        if data_loader is not None and batch_size:
-            data_loader = calibration_loader(data_loader, batch_size)
-        return original(*args, data_loader=data_loader, batch_size=batch_size, **kwargs)
-
-    return patched(module, "quant_post", quant_post)
+    return wrapped(module, "quant_post", wrap)
 
 
 def regression_prune_loss_per_element():
@@ -352,6 +356,7 @@ def skipped_layers_kept_fp32(block, scope):
     unless a linear layer with an int8 weight, or a matmul of two activations, reads it.
     """
     producer = {name: op for op in block.ops for name in op.output_arg_names}
+    readers = collections.Counter(name for op in block.ops for name in op.input_arg_names)
     weights = {v.name for v in block.vars.values() if v.persistable}
 
     def weight_of(op):  # a matmul's persistable input, through its dequantize_linear if quantized
@@ -376,7 +381,7 @@ def skipped_layers_kept_fp32(block, scope):
         quantize = producer.get(op.input("X")[0])
         if quantize is None or quantize.type != "quantize_linear":
             continue
-        if any(quantize.output("Y")[0] in other.input_arg_names for other in block.ops if other is not op):
+        if readers[quantize.output("Y")[0]] > 1:
             continue  # its int8 value has another reader
         source = quantize.input("X")[0]
         for reader in block.ops[index + 1:]:

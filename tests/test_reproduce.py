@@ -112,9 +112,9 @@ def test_results_name_no_path_of_this_machine(tmp_path):
     common = load_benchmark("common")
     data = str(tmp_path / "glue")
     results = {"command": f"python benchmarks/reproduce.py --data_dir {data} --tasks sst-2",
-               "model": os.path.join(common.ROOT, "benchmarks", "work", "m"), "rows": [os.path.join(data, "SST-2")]}
+               "model": os.path.join(common.ROOT, "benchmarks", "cache", "m"), "rows": [os.path.join(data, "SST-2")]}
     assert common.portable(results, data) == {"command": "python benchmarks/reproduce.py --data_dir $GLUE_DIR --tasks sst-2",
-                                              "model": "benchmarks/work/m", "rows": ["$GLUE_DIR/SST-2"]}
+                                              "model": "benchmarks/cache/m", "rows": ["$GLUE_DIR/SST-2"]}
 
 
 def test_report_names_no_path_of_this_machine(tmp_path):
