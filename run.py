@@ -24,6 +24,7 @@ import cli
 import files
 import glue
 import predictors
+import smooth
 import workarounds
 
 logger = logging.getLogger("run")
@@ -82,16 +83,22 @@ def parse_args(argv=None):
 # HyperParameterOptimization.batch_num is a list of them).
 COUNT_KEYS = ("train_iter", "epochs", "eval_iter", "logging_iter", "batch_size", "batch_nums", "batch_num",
               "max_quant_count")
+# Keys run.py adds to PaddleSlim's sections, with their defaults; compress() takes them out before
+# AutoCompression reads the config. smooth_alpha: SmoothQuant before calibration (smooth.py).
+OWN_KEYS = {"QuantPost": {"smooth_alpha": None}}
 
 
 def strategy_sections():
-    """PaddleSlim's config sections: {section: {key it accepts: PaddleSlim's default}}."""
+    """The config sections: {section: {key it accepts: its default}}, PaddleSlim's and OWN_KEYS."""
     from paddleslim.auto_compression import strategy_config
 
     names = list(strategy_config.SUPPORTED_CONFIG) + [strategy_config.TRAIN_CONFIG_NAME]
-    return {name: {p.name: p.default for p in inspect.signature(getattr(strategy_config, name)).parameters.values()
-                   if p.name != "self"}
-            for name in names}
+    sections = {name: {p.name: p.default for p in inspect.signature(getattr(strategy_config, name)).parameters.values()
+                       if p.name != "self"}
+                for name in names}
+    for name, keys in OWN_KEYS.items():
+        sections[name].update(keys)
+    return sections
 
 
 def apply_overrides(config, overrides, path):
@@ -156,6 +163,10 @@ def check_strategy_values(path, sections, config):
                     raise cli.InputError(f"{where} must be a number, got {value!r}{hint}")
                 if isinstance(default, float):
                     body[key] = float(value)  # PaddleSlim takes an int learning_rate for a scheduler dict
+    alpha = (config.get("QuantPost") or {}).get("smooth_alpha")
+    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
+        raise cli.InputError(f"config {path}: QuantPost.smooth_alpha must be a number from 0 to 1 (or null: no "
+                             f"smoothing), got {alpha!r}")
     if (config.get("HyperParameterOptimization") or {}).get("max_quant_count") == 1:
         raise cli.InputError(f"config {path}: HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester "
                              "mode, which after its one trial may train QAT + distillation instead "
@@ -382,7 +393,8 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
     np.random.seed(gcfg["seed"])  # paddle.io.RandomSampler draws the batch order from numpy
     paddle.seed(gcfg["seed"])
     skip = (strategies.get("QuantPost") or {}).get("skip_tensor_list")
-    with workarounds.paddleslim_fixed(program, scratch, skip) as ran:
+    alpha = (strategies.get("QuantPost") or {}).pop("smooth_alpha", None)
+    with workarounds.paddleslim_fixed(program, scratch, skip) as ran, smooth.before_calibration(alpha, skip or ()):
         AutoCompression(
             model_dir="model", model_filename=gcfg["model_filename"],
             params_filename=gcfg["params_filename"], save_dir=os.path.relpath(work.out, scratch),

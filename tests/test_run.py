@@ -81,6 +81,7 @@ def test_shipped_configs_are_valid(trace_model):
     (lambda c: c["Global"].update(batch_size=0), "Global.batch_size must be a positive integer"),
     (lambda c: c["Global"].update(eval_samples="all"), "Global.eval_samples must be a positive integer, got 'all'"),
     (lambda c: c["Global"].update(seed=-1), "Global.seed must be an integer >= 0, got -1"),
+    (lambda c: c.update(QuantPost={"smooth_alpha": 2}), "QuantPost.smooth_alpha must be a number from 0 to 1"),
     (lambda c: c.update(QuantPost={}, HyperParameterOptimization={"max_quant_count": 1}),
      "HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester mode, .* set 2 or more"),
     (lambda c: (c["Global"].update(task_name="stsb"), c.update(Distillation={"loss": "soft_label"})),

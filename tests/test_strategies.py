@@ -16,7 +16,7 @@ from conftest import SEQ, folder_digest, load_model, random_feeds, write_sst2_fi
 
 TRAIN = {"train_iter": 3, "eval_iter": 1000, "learning_rate": 1.0e-5, "logging_iter": 1,
          "optimizer_builder": {"optimizer": {"type": "AdamW"}, "weight_decay": 0.01}}
-QUANT_POST = {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True}
+QUANT_POST = {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "smooth_alpha": 0.75}
 STRATEGIES = {
     # the document's configs/<task>.yaml
     "distill_qat": {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
@@ -89,6 +89,9 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     # no op writes a variable it reads (a save that reused the input model's names made the last
     # scale op in-place, and PTQ then failed on a cycle: workarounds.names_after)
     assert not [op.type for op in block.ops if set(op.input_arg_names) & set(op.output_arg_names)]
+    smoothed = [op for op in block.ops if op.type == "elementwise_mul" and op.input("Y")[0].endswith(".smooth_inverse")]
+    # QuantPost.smooth_alpha: q/k/v, attention output, FFN in and out of each layer, pooler, classifier
+    assert len(smoothed) == (4 * 2 + 2 if "QuantPost" in STRATEGIES[strategy] else 0)
     users = {op.input("Y")[0]: op for op in block.ops if op.type == "matmul_v2"}
     if "quant" in result["strategies"][-1] or "qat" in result["strategies"][-1]:
         dequant = [op for op in block.ops if op.type == "dequantize_linear" and op.output("Y")[0] in users
