@@ -233,21 +233,6 @@ def create_predictor(make, model_path, trt=None):
 # ----------------------------------------------------------------------------------------
 # OpenVINO
 # ----------------------------------------------------------------------------------------
-def cpu_flags():
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-def has_int8_dot_product(flags):
-    """VNNI or AMX: int8 products summed in 32 bits. Without them (AVX2, plain AVX-512) x86 int8
-    kernels sum pairs of u8*s8 products in 16 bits (vpmaddubsw), which saturates on 8-bit weights."""
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
 def openvino_int8_edit(seven_bit_weights):
     """An edited_model edit that makes a PaddleSlim int8 model one OpenVINO reads and runs right in int8.
 
@@ -330,7 +315,7 @@ def openvino_predictor(model_path, cpu_threads, int8=False, bf16=False):
         raise cli.InputError("this CPU has no bf16 support (OpenVINO lists none): drop --bf16")
     facts = {"openvino": ov.__version__}
     if int8:
-        facts["seven_bit_weights"] = not has_int8_dot_product(cpu_flags())
+        facts["seven_bit_weights"] = not predictors.has_int8_dot_product()
         program, params = predictors.edited_model(model_path, openvino_int8_edit(facts["seven_bit_weights"]))
         model = core.read_model(model=program, weights=ov.Tensor(np.frombuffer(params, dtype=np.uint8)))
     else:

@@ -13,8 +13,13 @@ A model is a path prefix (`dir/model` for dir/model.pdmodel + dir/model.pdiparam
 """
 
 
+import functools
+import logging
+
 import cli
 import workarounds
+
+logger = logging.getLogger("predictors")
 
 # Op types oneDNN runs in int8 on CPU: the linear layers (fc after Paddle's fc_fuse_pass), 95%
 # (MiniLM) to 97% (BERT-base) of the FLOPs at sequence length 128. PaddleSlim's onnx_format export
@@ -113,6 +118,32 @@ def has_int8_weights(program_bytes):
 # ----------------------------------------------------------------------------------------
 # CPU predictors
 # ----------------------------------------------------------------------------------------
+def cpu_flags():
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where that cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def has_int8_dot_product(flags=None):
+    """VNNI or AMX (flags: this CPU's by default): int8 products summed in 32 bits. Without them (AVX2,
+    plain AVX-512) x86 int8 kernels sum pairs of u8*s8 products in 16 bits (vpmaddubsw), which
+    saturates on 8-bit weights."""
+    return bool((cpu_flags() if flags is None else flags) & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+@functools.cache
+def warn_saturating_int8():
+    """Once per process, on an x86 CPU without VNNI/AMX: its oneDNN int8 scores are not what a VNNI CPU gets."""
+    flags = cpu_flags()
+    if "avx2" in flags and not has_int8_dot_product(flags):
+        logger.warning("this CPU has no VNNI or AMX: oneDNN's int8 kernels add pairs of int8 products in 16 bits, "
+                       "which saturates, so int8 dev metrics here can be lower than on a CPU with them (most "
+                       "of all for a smoothed model, QuantPost.smooth_alpha); --backend openvino avoids it")
+
+
 def cpu_config(model, threads, mkldnn=True, int8_ops=None):
     """A CPU paddle.inference.Config: IR passes on, oneDNN unless mkldnn=False.
 
@@ -134,6 +165,7 @@ def cpu_config(model, threads, mkldnn=True, int8_ops=None):
     if mkldnn:
         config.enable_mkldnn()
         if int8_ops is not None:  # folds the model's Q/DQ ops into int8 kernels
+            warn_saturating_int8()
             config.enable_mkldnn_int8(set(int8_ops))
     else:
         config.disable_mkldnn()

@@ -271,7 +271,7 @@ def test_openvino_int8_runs_the_linear_layers_in_int8(ptq_model, data_dir, tmp_p
     result = infer.main(base_argv(ptq_model, data_dir, tmp_path / "openvino") + ["--backend", "openvino", "--int8"])
     assert result["precision"] == "int8" and result["int8_linear_layers"] == 14
     assert abs(result["metrics"]["acc"] - paddle_int8["metrics"]["acc"]) <= 0.005
-    assert result["seven_bit_weights"] == (not infer.has_int8_dot_product(infer.cpu_flags()))
+    assert result["seven_bit_weights"] == (not predictors.has_int8_dot_product())
 
 
 def test_openvino_int8_edit_keeps_paddles_answer(ptq_model):
