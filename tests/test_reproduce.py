@@ -45,6 +45,19 @@ def test_render_averages_and_goal(reproduce):
     assert "| sst-2 | 32 | 400.0 (1.00×) | 100.0 (4.00×) | 200.0 (2.00×) |" in text
 
 
+def test_render_judges_openvino_where_measured(reproduce):
+    """On a CPU without VNNI/AMX each compressed model is also scored as OpenVINO deploys it, with its own goal lines."""
+    results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0))
+    assert "OpenVINO" not in reproduce.render(results)
+    for key, metric in (("prune_ptq", 0.799), ("distill_qat", 0.78)):
+        results["tasks"][0]["models"][key]["metrics_openvino"] = {"headline": metric}
+    text = reproduce.render(results)
+    table = text.split("## Dev metric as OpenVINO deploys")[1]
+    assert "| sst-2 | acc | 800 of 2490 | 80.00 | 80.00 | 79.90 | 78.00 |" in table
+    assert "- prune + distill, then PTQ: average -0.10 points, worst sst-2 -0.10: accuracy met;" in table
+    assert "- prune + distill, then PTQ: average -1.00 points" in text.split("## Dev metric as OpenVINO")[0]
+
+
 def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
     text = reproduce.render(results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0),
                                        task_row("qqp", 0.80, 0.79, 0.81, 400.0)))
