@@ -93,7 +93,7 @@ def test_smoothing_sees_the_calibration_batches(trace_model, tmp_path, monkeypat
 
     def recording_run(self, *args, feed=None, **kwargs):
         if isinstance(feed, dict) and "input_ids" in feed:
-            seen[phase[0]].append(np.array(feed["input_ids"]).tobytes())
+            seen[phase[0]] += [row.tobytes() for row in np.array(feed["input_ids"])]
         return run_program(self, *args, feed=feed, **kwargs)
 
     def smoothing_pass(*args, **kwargs):
@@ -107,5 +107,5 @@ def test_smoothing_sees_the_calibration_batches(trace_model, tmp_path, monkeypat
     monkeypatch.setattr(smooth, "channel_ranges", smoothing_pass)
     config = ptq_config(trace_model, tmp_path, batch_size=4, batch_nums=3, smooth_alpha=0.5)
     run.main(["--config_path", config, "--save_dir", str(tmp_path / "out")])
-    assert len(seen["smooth"]) == 3 and len(set(seen["smooth"])) == 3
+    assert len(seen["smooth"]) == 3 * 4 and len(set(seen["smooth"])) == 3 * 4  # batch_nums x batch_size rows
     assert seen["calibrate"] == seen["smooth"]
