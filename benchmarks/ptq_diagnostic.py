@@ -5,9 +5,10 @@
 
 For each task, on the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work
 folder, so a task reproduce.py prepared is not fine-tuned again): run.py with the shipped
-configs/<task>_ptq.yaml, changing one thing at a time, each run in its own process.
+configs/<task>_ptq.yaml without its smoothing, changing one thing at a time, each run in its own process.
 
-- layer groups (on the shipped config): only one group of linear layers quantized (`QuantPost.skip_tensor_list` holds
+- smoothing: the shipped config as it is (QuantPost.smooth_alpha 0.75, smooth.py), against algo avg alone.
+- layer groups (algo avg, no smoothing): only one group of linear layers quantized (`QuantPost.skip_tensor_list` holds
   the weights of every other one): each encoder layer; q/k/v, attention output, FFN, FFN in or
   FFN out of every layer; pooler + classifier; the attention matmuls (Q.K^T, softmax.V) alone. The embeddings are
   not quantized by any shipped config (quantize_op_types: matmul, matmul_v2).
@@ -37,20 +38,26 @@ import reproduce  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "ptq_diagnostic")
 # One calibration choice changed at a time from PaddleSlim's default QuantPost (algo hist), the
-# rest of configs/<task>_ptq.yaml as shipped.
+# rest of configs/<task>_ptq.yaml as shipped, without smoothing unless the run names it.
 HIST = "QuantPost.algo=hist"
 BASELINE = "algo: hist (PaddleSlim's default)"
-SHIPPED = "algo: avg"  # what configs/<task>_ptq.yaml ships
+AVG = "algo: avg"  # the algorithm configs/<task>_ptq.yaml ships; the layer groups run on it
+SHIPPED = "algo: avg, smoothed (smooth_alpha 0.75)"  # configs/<task>_ptq.yaml as it is
+NO_SMOOTHING = "QuantPost.smooth_alpha=null"
+# Each of these models is scored twice more: through its fake-quant graph in fp32 (the arithmetic of
+# int8 kernels that sum in 32 bits: VNNI, AMX) and by OpenVINO in int8 (7-bit weights on a CPU without them).
+SCORED_THREE_WAYS = (AVG, SHIPPED)
 CALIBRATION = {
-    BASELINE: [HIST],
-    "algo: KL": ["QuantPost.algo=KL"],
-    "algo: mse": ["QuantPost.algo=mse"],
-    "algo: avg": ["QuantPost.algo=avg"],
-    "algo: abs_max": ["QuantPost.algo=abs_max"],
-    "3 calibration batches": [HIST, "QuantPost.batch_nums=3"],
-    "30 calibration batches": [HIST, "QuantPost.batch_nums=30"],
-    "bias correction": [HIST, "QuantPost.bias_correction=true"],
-    "per-tensor weight scales": [HIST, "QuantPost.weight_quantize_type=abs_max"],
+    BASELINE: [NO_SMOOTHING, HIST],
+    "algo: KL": [NO_SMOOTHING, "QuantPost.algo=KL"],
+    "algo: mse": [NO_SMOOTHING, "QuantPost.algo=mse"],
+    AVG: [NO_SMOOTHING, "QuantPost.algo=avg"],
+    SHIPPED: ["QuantPost.algo=avg", "QuantPost.smooth_alpha=0.75"],
+    "algo: abs_max": [NO_SMOOTHING, "QuantPost.algo=abs_max"],
+    "3 calibration batches": [NO_SMOOTHING, HIST, "QuantPost.batch_nums=3"],
+    "30 calibration batches": [NO_SMOOTHING, HIST, "QuantPost.batch_nums=30"],
+    "bias correction": [NO_SMOOTHING, HIST, "QuantPost.bias_correction=true"],
+    "per-tensor weight scales": [NO_SMOOTHING, HIST, "QuantPost.weight_quantize_type=abs_max"],
 }
 LINEAR_PER_LAYER = ("q", "k", "v", "attention output", "FFN in", "FFN out")  # program order of a BERT layer
 
@@ -93,13 +100,14 @@ def layer_groups(model_file):
 def variants(model_file):
     """{name: run.py --set overrides} for every run of the diagnostic, the most telling first.
 
-    PaddleSlim's default and the shipped algorithm; each kind of layer alone (on the shipped
-    config); the other calibration choices; each encoder layer alone.
+    PaddleSlim's default, the shipped algorithm and the shipped config (smoothed); each kind of layer
+    alone (algo avg, no smoothing); the other calibration choices; each encoder layer alone.
     """
     groups, every = layer_groups(model_file)
-    only = {f"only {name}": ["QuantPost.skip_tensor_list=" + json.dumps([t for t in every if t not in tensors])]
+    only = {f"only {name}": [NO_SMOOTHING, "QuantPost.algo=avg",
+                             "QuantPost.skip_tensor_list=" + json.dumps([t for t in every if t not in tensors])]
             for name, tensors in groups.items()}
-    first = [BASELINE, SHIPPED] + [n for n in only if not n.startswith("only encoder layer")]
+    first = [BASELINE, AVG, SHIPPED] + [n for n in only if not n.startswith("only encoder layer")]
     runs = {name: (CALIBRATION | only)[name] for name in first}
     return runs | CALIBRATION | only
 
@@ -136,11 +144,12 @@ def run_task(task, args, save):
         folder = folder_of(work, name)
         row["runs"][name] = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder,
                                                                                   data)})
-        if name == SHIPPED:  # its model once more, through its fake-quant graph in fp32: how much of the
-            # deployed loss is the int8 kernels' own on this CPU
-            row["fake_quant"] = done.run(f"{SHIPPED}, fake-quant graph", lambda: common.run_infer(
-                task, folder, ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data,
-                folder + "_fake_quant")["metrics"])
+        if name in SCORED_THREE_WAYS:  # how much of the deployed loss is this CPU's int8 kernels' own
+            infer = ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data
+            row.setdefault("fake_quant", {})[name] = done.run(f"{name}, fake-quant graph", lambda: common.run_infer(
+                task, folder, infer, folder + "_fake_quant")["metrics"])
+            row.setdefault("openvino", {})[name] = done.run(f"{name}, OpenVINO int8", lambda: common.run_infer(
+                task, folder, infer + ["--int8", "--backend", "openvino"], folder + "_openvino")["metrics"])
         save(row)
     return row
 
@@ -168,9 +177,10 @@ def bert_base_memory(args):
 def render(results):
     lines = ["# Post-training quantization: where the dev metric goes", "",
              common.provenance(results), "",
-             "Each row is run.py with the task's `configs/<task>_ptq.yaml` and one change: the calibration rows "
-             "change one thing from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
-             "group of layers with the shipped config and keep the others in fp32. Dev metric of the "
+             "Each row is run.py with the task's `configs/<task>_ptq.yaml` without its smoothing "
+             "(`QuantPost.smooth_alpha`) and one change: the row that names smoothing is the config as shipped, "
+             "the calibration rows change one thing from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
+             "group of layers with algo avg (no smoothing) and keep the others in fp32. Dev metric of the "
              "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
              "layers); change against the fp32 model in points; wall time and peak resident memory of the "
              "run.py process (wall times are indicative: some runs shared the 2 cores with other jobs). Each row is "
@@ -187,11 +197,18 @@ def render(results):
             lines.append(f"| {name} | {run['evaluated_with']['precision']} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
                          f"{run['peak_rss_mb'] / 1024:.1f} |")
         lines.append("")
-        if row.get("fake_quant") and SHIPPED in runs:
-            fake, deployed = row["fake_quant"]["headline"], runs[SHIPPED]["metrics"]["headline"]
-            lines += [f"The `{SHIPPED}` model through its fake-quant graph in fp32 (`infer.py` without `--int8`): "
-                      f"{100 * fake:.2f} ({100 * (fake - base):+.2f}); deployed with oneDNN int8 kernels on this CPU: "
-                      f"{100 * deployed:.2f} ({100 * (deployed - base):+.2f}).", ""]
+        scored = [n for n in SCORED_THREE_WAYS if n in runs and n in row.get("openvino", {})]
+        if scored:
+            def cell(metrics):
+                return f"{100 * metrics['headline']:.2f} ({100 * (metrics['headline'] - base):+.2f})"
+            lines += ["The same models three ways: Paddle Inference with oneDNN int8 kernels on this CPU (`infer.py "
+                      "--int8`, the table above); their fake-quant graph in fp32 (`infer.py` without `--int8`: "
+                      "the arithmetic of int8 kernels that sum in 32 bits, VNNI or AMX); OpenVINO in int8 "
+                      "(`--backend openvino --int8`, 7-bit weights on a CPU without VNNI/AMX).", "",
+                      "| run | oneDNN int8 | fake-quant graph | OpenVINO int8 |", "|---|---|---|---|"]
+            lines += [f"| {n} | {cell(runs[n]['metrics'])} | {cell(row['fake_quant'][n])} | {cell(row['openvino'][n])} |"
+                      for n in scored]
+            lines.append("")
     memory = results.get("bert_base_memory")
     if memory:
         shape = common.BERT_BASE
@@ -218,10 +235,19 @@ def summary(results):
             cells.append(f"{100 * run['metrics']['headline']:.2f} ({100 * (run['metrics']['headline'] - run['before']['headline']):+.2f})"
                          if run else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nDev metric after PTQ as `infer.py --int8` deploys it (change against fp32), one draw " \
-        "of calibration batches per row. Every " \
-        "run, the layer groups quantized alone, wall time and memory: [benchmarks/ptq_diagnostic/RESULTS.md]" \
-        "(benchmarks/ptq_diagnostic/RESULTS.md).\n"
+    lines += ["", "Dev metric after PTQ as `infer.py --int8` deploys it (change against fp32), one draw of calibration "
+              "batches per row."]
+    three = [(row, name) for row in tasks for name in SCORED_THREE_WAYS if name in row.get("openvino", {})]
+    if three:
+        lines += ["", "| model | oneDNN int8 (`--int8`, this CPU) | fake-quant graph (int8 summed in 32 bits) | "
+                  "OpenVINO int8 (`--backend openvino --int8`) |", "|---|---|---|---|"]
+        for row, name in three:
+            base = next(iter(row["runs"].values()))["before"]["headline"]
+            cells = [row["runs"][name]["metrics"], row["fake_quant"][name], row["openvino"][name]]
+            lines.append(f"| {row['task']}, {name} | " + " | ".join(
+                f"{100 * m['headline']:.2f} ({100 * (m['headline'] - base):+.2f})" for m in cells) + " |")
+    return "\n".join(lines) + "\n\nEvery run, the layer groups quantized alone, wall time and memory: " \
+        "[benchmarks/ptq_diagnostic/RESULTS.md](benchmarks/ptq_diagnostic/RESULTS.md).\n"
 
 
 def parse_args(argv=None):

@@ -52,8 +52,13 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
                                      "attention matmuls (all layers)", "pooler + classifier")), [])
     assert sorted(layers) == sorted(kinds) == sorted(every)
     runs = diagnostic.variants(os.path.join(trace_model, "model.pdmodel"))
-    assert list(runs)[0] == "algo: hist (PaddleSlim's default)" and runs["algo: KL"] == ["QuantPost.algo=KL"]
-    assert runs["bias correction"] == ["QuantPost.algo=hist", "QuantPost.bias_correction=true"]
+    # one change at a time from a config without smoothing, except the run of the config as shipped
+    assert list(runs)[0] == "algo: hist (PaddleSlim's default)"
+    assert runs["algo: KL"] == ["QuantPost.smooth_alpha=null", "QuantPost.algo=KL"]
+    assert runs["bias correction"] == ["QuantPost.smooth_alpha=null", "QuantPost.algo=hist",
+                                       "QuantPost.bias_correction=true"]
+    assert runs[diagnostic.SHIPPED] == ["QuantPost.algo=avg", "QuantPost.smooth_alpha=0.75"]
+    assert all(sets[0] == "QuantPost.smooth_alpha=null" for name, sets in runs.items() if name != diagnostic.SHIPPED)
 
 
 def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
@@ -86,16 +91,18 @@ def test_render_shows_each_change_against_fp32(diagnostic):
                "tasks": [{"task": "sst-2", "metric": "acc", "runs": {
                    "algo: hist (PaddleSlim's default)": run_of(0.8225),
                    "algo: avg": run_of(0.8300),
-                   "only attention matmuls (all layers)": run_of(0.84, "fp32")}, "fake_quant": {"headline": 0.8350}}]}
+                   "only attention matmuls (all layers)": run_of(0.84, "fp32")},
+               "fake_quant": {"algo: avg": {"headline": 0.8350}}, "openvino": {"algo: avg": {"headline": 0.8325}}}]}
     text = diagnostic.render(results)
     assert "## sst-2 (acc, fp32 84.00)" in text
     assert "| algo: hist (PaddleSlim's default) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
     assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text
-    assert "fake-quant graph in fp32 (`infer.py` without `--int8`): 83.50 (-0.50); deployed with oneDNN int8 " \
-           "kernels on this CPU: 83.00 (-1.00)." in text
+    assert "| run | oneDNN int8 | fake-quant graph | OpenVINO int8 |" in text
+    assert "| algo: avg | 83.00 (-1.00) | 83.50 (-0.50) | 83.25 (-0.75) |" in text
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
     assert "| QuantPost calibration: one change from PaddleSlim's default (algo hist) | sst-2 acc (fp32 84.00) |" in short
     assert "| algo: hist (PaddleSlim's default) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
+    assert "| sst-2, algo: avg | 83.00 (-1.00) | 83.50 (-0.50) | 83.25 (-0.75) |" in short
 
 
 def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trace_model, tmp_path, monkeypatch):
@@ -115,6 +122,7 @@ def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trac
     args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=2)
     names = list(diagnostic.variants(os.path.join(trace_model, "model.pdmodel")))
     first = diagnostic.run_task("sst-2", args, lambda row: None)
-    assert list(first["runs"]) == names[:2] and first["fake_quant"] == {"headline": 0.4}
+    assert list(first["runs"]) == names[:2] and first["fake_quant"] == {"algo: avg": {"headline": 0.4}}
+    assert first["openvino"] == {"algo: avg": {"headline": 0.4}}
     second = diagnostic.run_task("sst-2", args, lambda row: None)
     assert list(second["runs"]) == names[:4] and len(ran) == 4 and second["runs_planned"] == len(names)
