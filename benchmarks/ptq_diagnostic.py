@@ -239,7 +239,8 @@ def summary(results):
               "batches per row."]
     three = [(row, name) for row in tasks for name in SCORED_THREE_WAYS if name in row.get("openvino", {})]
     if three:
-        lines += ["", "| model | oneDNN int8 (`--int8`, this CPU) | fake-quant graph (int8 summed in 32 bits) | "
+        lines += ["", f"| model | oneDNN int8 (`--int8`, on {results['machine']['cpu']}: "
+                  f"{', '.join(results['machine']['isa']) or 'no AVX'}) | fake-quant graph (int8 summed in 32 bits) | "
                   "OpenVINO int8 (`--backend openvino --int8`) |", "|---|---|---|---|"]
         for row, name in three:
             base = next(iter(row["runs"].values()))["before"]["headline"]
@@ -271,7 +272,8 @@ def main(argv=None):
             memory = bert_base_memory(args)
             quant_post = memory["quant_post"]
             results["bert_base_memory"] = {**memory, "calibration": f"{quant_post['batch_nums']} batches of "
-                                           f"{quant_post['batch_size']}, algo {quant_post['algo']}"}
+                                           f"{quant_post['batch_size']}, algo {quant_post['algo']}, smooth_alpha "
+                                           f"{quant_post.get('smooth_alpha')}"}
             save()
 
         def save_row(row):

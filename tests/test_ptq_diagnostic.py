@@ -102,6 +102,7 @@ def test_render_shows_each_change_against_fp32(diagnostic):
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
     assert "| QuantPost calibration: one change from PaddleSlim's default (algo hist) | sst-2 acc (fp32 84.00) |" in short
     assert "| algo: hist (PaddleSlim's default) | 82.25 (-1.75) |" in short and "attention matmuls" not in short
+    assert "| model | oneDNN int8 (`--int8`, on test cpu: avx2) |" in short
     assert "| sst-2, algo: avg | 83.00 (-1.00) | 83.50 (-0.50) | 83.25 (-0.75) |" in short
 
 
