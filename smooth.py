@@ -138,8 +138,6 @@ def smoothed_copy(model_dir, model_filename, params_filename, batches, alpha, op
                               predictors.serialize(program, feed_names, fetch_vars, exe)):
             with open(os.path.join(out, name), "wb") as f:
                 f.write(data)
-    del scope, exe, program, ranges
-    release_freed_memory()
     worst = max(report.values(), key=lambda r: r[0]) if report else (1.0, 1.0)
     logger.info("smooth (alpha %.2f): %d activations read by %d linear layers; largest channel over the median "
                 "channel: worst %.1f -> %.1f", alpha, len(layers), sum(len(v) for v in layers.values()), *worst)
@@ -179,8 +177,9 @@ def before_calibration(alpha, skip=()):
             return smoothed_copy(kwargs["model_dir"], kwargs["model_filename"], kwargs["params_filename"],
                                  itertools.islice(loader, count), alpha,
                                  kwargs.get("quantizable_op_type") or LINEAR_TYPES, skip)
-        finally:
+        finally:  # the smoothing pass's scope and weights are garbage by now
             np.random.set_state(state)
+            release_freed_memory()
 
     def wrap_post(quant_post):
         def smoothed(*args, **kwargs):
