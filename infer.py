@@ -399,6 +399,7 @@ def main(argv=None):
              "mkldnn": bool(args.backend == "paddle" and args.device == "cpu" and args.enable_mkldnn),
              "cpu_int8_ops": args.cpu_int8_ops if args.int8 and args.backend == "paddle" and args.device == "cpu"
              else None}
+    setup["int8_weight_bits"] = predictors.onednn_weight_bits() if setup["cpu_int8_ops"] else None
     if args.perf:
         # Full batches only: a dev set smaller than PERF_BATCHES batches is repeated to fill them.
         dev_rows = next(iter(features.values()))

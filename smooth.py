@@ -13,7 +13,6 @@ s), since x also feeds the residual connection and cannot be scaled where it is 
 fp32 beside the int8 layers.
 """
 import contextlib
-import ctypes
 import itertools
 import logging
 import os
@@ -144,19 +143,6 @@ def smoothed_copy(model_dir, model_filename, params_filename, batches, alpha, op
     return out
 
 
-def release_freed_memory():
-    """Give the heap pages freed so far back to the system (glibc's malloc_trim; elsewhere nothing).
-
-    The smoothing pass frees a copy of the model and a batch's activations just before PaddleSlim
-    calibrates. glibc keeps the freed pages of its heap (its mmap threshold grows as large blocks
-    are freed), and calibration's peak then sat on top of them: a BERT-base PTQ peaked at 9.1 GiB.
-    """
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 @contextlib.contextmanager
 def before_calibration(alpha, skip=()):
     """PaddleSlim's post-training quantization (QuantPost, or the HyperParameterOptimization search)
@@ -179,7 +165,7 @@ def before_calibration(alpha, skip=()):
                                  kwargs.get("quantizable_op_type") or LINEAR_TYPES, skip)
         finally:  # the smoothing pass's scope and weights are garbage by now
             np.random.set_state(state)
-            release_freed_memory()
+            predictors.release_freed_memory()
 
     def wrap_post(quant_post):
         def smoothed(*args, **kwargs):

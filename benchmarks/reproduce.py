@@ -7,8 +7,8 @@ For each task: fine-tune the packaged all-MiniLM-L6-v2 (benchmarks/finetune.py, 
 -> convert.py (trace, sequence length 128) -> run.py --eval on the converted model (must equal
 the PyTorch metric within 0.1 point) -> run.py with each strategy (pruning + distillation then
 post-training quantization, the document's headline; distillation + QAT, the document's
-configs) -> infer.py --int8 on each compressed model (dev metric as deployed) -> infer.py --perf
-for the base and each compressed model, batch 1 and 32.
+configs) -> infer.py --int8 on each compressed model (dev metric as deployed), and with --backend
+openvino (the peer runtime) -> infer.py --perf for the base and each compressed model, batch 1 and 32.
 
 Resumable: every finished step is recorded in <work_dir>/<task>/steps.json and not redone. A log
 per task goes to <work_dir>/<task>/reproduce.log. Results: benchmarks/reproduce/results.json and
@@ -27,7 +27,6 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
 import cli  # noqa: E402
 import glue  # noqa: E402
-import predictors  # noqa: E402
 
 ROOT = common.ROOT
 SEQ = 128
@@ -165,12 +164,11 @@ def run_task(task, args):
             config, sets = strategy_config(task, key, work, args.train_iter)
             steps.run(f"compress_{key}", lambda: compress(config, base, out, data + [a for s in sets for a in ("--set", s)]))
             models[key] = (out, ["--int8"])
-        saturating = not predictors.has_int8_dot_product()
         for key, (path, flags) in models.items():
             steps.run(f"infer_{key}", lambda: common.run_infer(
                 task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ)],
                 os.path.join(work, "infer"))["metrics"])
-            if flags and saturating:  # this CPU's oneDNN int8 kernels saturate: OpenVINO's 7-bit weights do not
+            if flags:  # the same int8 model as the peer runtime deploys it
                 steps.run(f"infer_{key}_openvino", lambda: common.run_infer(
                     task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ), "--backend",
                                                 "openvino"], os.path.join(work, "infer"))["metrics"])
@@ -282,9 +280,8 @@ def render(results):
     lines += [""] + goal_lines(results, keys[1:], labels)
     if any(row["models"].get(k, {}).get("metrics_openvino") for row in results["tasks"] for k in keys):
         lines += ["", "## Dev metric as OpenVINO deploys the compressed models (`--backend openvino --int8`)", "",
-                  "This CPU has no VNNI or AMX: oneDNN's int8 kernels add pairs of int8 products in 16 bits, "
-                  "which saturates, and OpenVINO halves the weights to 7 bits instead (as NNCF does). The base "
-                  "column is the fp32 model of the table above.", ""]
+                  "The same int8 models in the peer runtime (7-bit weights on a CPU without VNNI or AMX, as "
+                  "`--int8` does there). The base column is the fp32 model of the table above.", ""]
         lines += dev_table(results, keys, labels, "openvino") + [""] + goal_lines(results, keys[1:], labels, "openvino")
     lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
               "| task | batch | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]

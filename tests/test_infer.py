@@ -148,7 +148,7 @@ def test_run_scores_a_quantized_model_as_infer_deploys_it(ptq_model, data_dir, t
     paths = compressed["evaluated_with"]
     assert paths["before"]["precision"] == "fp32" and paths["before"]["cpu_int8_ops"] is None
     assert paths["after"] == {"backend": "paddle-inference", "device": "cpu", "precision": "int8",
-                              "cpu_int8_ops": ["fc"]}
+                              "cpu_int8_ops": ["fc"], "int8_weight_bits": predictors.onednn_weight_bits()}
     deployed = infer.main(base_argv(ptq_model, data_dir, tmp_path) + ["--int8"])
     assert compressed["metrics_after"] == deployed["metrics"]
     evaluated = run.main(["--config_path", os.path.join(os.path.dirname(ptq_model), "ptq.yaml"), "--eval",
@@ -214,6 +214,73 @@ def test_cpu_int8_dequantizes_square_weights_along_their_output_axis(ptq_model, 
     error, paddle_error = (np.abs(x - fake_quant).mean() for x in (fixed, unfixed))
     # 3x smaller on AVX-512 VNNI; about 2.9x on an AVX2-only CPU, whose int8 kernels err more themselves
     assert error < paddle_error / 2
+
+
+def save_toy_quantized_fc(prefix, seed=0, rows=24, inputs=16, outputs=40):
+    """A one-layer model stored as PaddleSlim's onnx_format PTQ stores one: x -> quantize/dequantize_linear
+    -> matmul_v2 with an int8 weight (per-output-channel scales, its dequantize_linear) -> + bias.
+    The activation is on its int8 grid. Returns (x, int8 weights, their scales, bias)."""
+    import paddle
+
+    rng = np.random.default_rng(seed)
+    x_scale = 3.0
+    x = (rng.integers(-127, 128, (1, rows, inputs)) * x_scale / 127).astype(np.float32)
+    q = 2 * rng.integers(-30, 31, (inputs, outputs))
+    q[rng.integers(0, inputs, outputs), np.arange(outputs)] = 127 * rng.choice([-1, 1], outputs)  # as abs_max stores
+    w_scale = rng.uniform(0.01, 2.0, outputs).astype(np.float32)  # column maxima 200x apart
+    bias = rng.normal(0, 1, outputs).astype(np.float32)
+    paddle.enable_static()
+    try:
+        main = paddle.static.Program()
+        with paddle.static.program_guard(main, paddle.static.Program()):
+            block = main.global_block()
+            scope, values = paddle.static.Scope(), {}
+
+            def const(name, value, dtype="float32"):
+                values[name] = np.asarray(value, dtype=dtype)
+                return block.create_var(name=name, shape=list(values[name].shape), dtype=dtype, persistable=True)
+
+            def linear_op(kind, x_var, scale, zero, axis, shape, name):
+                out = block.create_var(name=name, shape=shape, dtype="float32")
+                block.append_op(type=kind, inputs={"X": [x_var], "Scale": [scale], "ZeroPoint": [zero]},
+                                outputs={"Y": [out]}, attrs={"quant_axis": axis, "bit_length": 8})
+                return out
+
+            feed = paddle.static.data("x", [-1, rows, inputs], "float32")
+            a = const("x_scale", [x_scale])
+            act = linear_op("dequantize_linear", linear_op("quantize_linear", feed, a, const("x_zero", [0.0]), -1,
+                                                           [-1, rows, inputs], "x.quantized"),
+                            a, const("x_zero2", [0.0]), -1, [-1, rows, inputs], "x.dequantized")
+            weight = linear_op("dequantize_linear", const("w", q, "int8"), const("w_scale", w_scale),
+                               const("w_zero", np.zeros(outputs)), 1, [inputs, outputs], "w.dequantized")
+            out = paddle.add(paddle.matmul(act, weight), const("b", bias))
+            exe = paddle.static.Executor(paddle.CPUPlace())
+            with paddle.static.scope_guard(scope):
+                for name, value in values.items():
+                    scope.var(name).get_tensor().set(value, paddle.CPUPlace())
+                paddle.static.save_inference_model(prefix, [feed], [out], exe, program=main)
+    finally:
+        paddle.disable_static()
+    return x, q, w_scale, bias
+
+
+@pytest.mark.parametrize("weight_bits", [8, 7])
+def test_cpu_int8_quantizes_each_weight_column_on_its_own_scale(tmp_path, monkeypatch, weight_bits):
+    """The workaround for Paddle 2.6's compute_propagate_scales_mkldnn_pass, which takes an fc weight's
+    per-output-channel scales from runs of consecutive values instead of its columns: oneDNN's int8
+    layer now computes the quantized model's int8 arithmetic exactly."""
+    prefix = str(tmp_path / "model")
+    x, q, w_scale, bias = save_toy_quantized_fc(prefix)
+    step = 2 ** (8 - weight_bits)  # 7 bits: every other value of each column's int8 grid (numpy rounds half to even, as oneDNN)
+    exact = x @ (np.round(q / step) * step * w_scale / 127) + bias
+    monkeypatch.setattr(predictors, "onednn_weight_bits", lambda: weight_bits)
+    if weight_bits == 8 and not predictors.has_int8_dot_product() and "avx2" in predictors.cpu_flags():
+        pytest.skip("8-bit weights saturate this CPU's int8 kernels (no VNNI/AMX)")
+    fixed = predictors.cpu_predictor(prefix, int8_ops=["fc"])({"x": x})
+    np.testing.assert_allclose(fixed, exact, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(workarounds, "exact_weight_scales", lambda *args, **kwargs: None)
+    unfixed = predictors.cpu_predictor(prefix, int8_ops=["fc"])({"x": x})
+    assert np.abs(unfixed - exact).max() > 100 * np.abs(fixed - exact).max() + 0.1
 
 
 def test_perf_times_full_batches_when_dev_is_small(trace_model, data_dir, tmp_path):

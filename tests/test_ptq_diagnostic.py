@@ -114,7 +114,7 @@ def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trac
 
     def run_variant(task, base, config, sets, save_dir, data):
         ran.append(os.path.basename(save_dir))
-        return {"metrics": {"headline": 0.5}}
+        return {"metrics": {"headline": 0.5}, "evaluated_with": {"precision": "int8", "int8_weight_bits": 7}}
 
     monkeypatch.setattr(diagnostic.reproduce, "prepare_base", lambda task, args: trace_model)
     monkeypatch.setattr(diagnostic, "run_variant", run_variant)
@@ -127,3 +127,32 @@ def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trac
     assert first["openvino"] == {"algo: avg": {"headline": 0.4}}
     second = diagnostic.run_task("sst-2", args, lambda row: None)
     assert list(second["runs"]) == names[:4] and len(ran) == 4 and second["runs_planned"] == len(names)
+
+
+def test_a_run_scored_before_the_weight_scale_fix_is_scored_again(diagnostic, trace_model, tmp_path, monkeypatch):
+    """A finished run whose after-metric predates workarounds.exact_weight_scales gets its saved model scored
+    again by infer.py --int8, once; the table shows that score, results.json keeps the old one too."""
+    from types import SimpleNamespace
+
+    old = {"metrics": {"headline": 0.5}, "evaluated_with": {"precision": "int8", "cpu_int8_ops": ["fc"]}}
+    scored = []
+
+    def run_infer(task, folder, flags, save_dir):
+        scored.append((os.path.basename(folder), flags))
+        return {"metrics": {"headline": 0.6}, "backend": "paddle-inference", "device": "cpu", "precision": "int8",
+                "cpu_int8_ops": ["fc"], "int8_weight_bits": 7}
+
+    monkeypatch.setattr(diagnostic.reproduce, "prepare_base", lambda task, args: trace_model)
+    monkeypatch.setattr(diagnostic, "run_variant", lambda *a: old)
+    monkeypatch.setattr(diagnostic.common, "run_infer", run_infer)
+    os.makedirs(tmp_path / "sst-2")
+    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=1)
+    first = diagnostic.run_task("sst-2", args, lambda row: None)
+    name = next(iter(first["runs"]))
+    assert scored == [(diagnostic.folder_of("", name).split(os.sep)[-1],
+                       ["--batch_size", "32", "--max_seq_length", "128", "--int8"])]
+    run = first["runs"][name]
+    assert run["metrics"] == {"headline": 0.6} and run["metrics_before_weight_scale_fix"] == {"headline": 0.5}
+    assert run["evaluated_with"]["int8_weight_bits"] == 7
+    again = diagnostic.run_task("sst-2", SimpleNamespace(**{**vars(args), "max_new_runs": 0}), lambda row: None)
+    assert again["runs"][name] == run and len(scored) == 1

@@ -46,7 +46,7 @@ def test_render_averages_and_goal(reproduce):
 
 
 def test_render_judges_openvino_where_measured(reproduce):
-    """On a CPU without VNNI/AMX each compressed model is also scored as OpenVINO deploys it, with its own goal lines."""
+    """Each compressed model is also scored as OpenVINO deploys it, with its own goal lines."""
     results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0))
     assert "OpenVINO" not in reproduce.render(results)
     for key, metric in (("prune_ptq", 0.799), ("distill_qat", 0.78)):
