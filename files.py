@@ -36,6 +36,7 @@ import signal
 import tempfile
 from dataclasses import dataclass
 
+import cli
 from cli import InputError
 
 # ----------------------------------------------------------------------------------------
@@ -301,8 +302,9 @@ def building(save_dir, kind, overwrite=False, rank=0, world_size=1):
             else:
                 root = os.path.join(parent, f".{kind}-{owner}-ranks")
                 os.makedirs(root, exist_ok=True)
-            with open(os.path.join(root, OWNER_FILE), "w", encoding="utf-8") as f:
-                json.dump({"pid": owner, "kind": kind, "save_dir": save_dir}, f)
+            # atomically: a SIGKILL between creating the file and writing it would leave a folder
+            # remove_stale_work cannot tell is ours
+            cli.write_json(os.path.join(root, OWNER_FILE), {"pid": owner, "kind": kind, "save_dir": save_dir})
             out = os.path.join(root, "out")
             os.makedirs(out, exist_ok=True)
         yield Work(root, out)
