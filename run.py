@@ -331,6 +331,7 @@ def evaluate_model(model, gcfg, dev_features, collate, desc="eval"):
     Returns:
         (metrics, how they were measured: backend, precision, ...)
     """
+    predictors.release_freed_memory()  # what the caller freed (after compressing: PaddleSlim's), before the peak
     what = "the model"
     if isinstance(model, str):
         what, model = model, predictors.read_model(*model_paths(gcfg, model))
@@ -472,7 +473,6 @@ def main(argv=None):
         for name in glue.TOKENIZER_FILES + ("tokenizer.json",):
             if os.path.isfile(os.path.join(gcfg["model_dir"], name)):
                 shutil.copy2(os.path.join(gcfg["model_dir"], name), work.out)
-        predictors.release_freed_memory()  # PaddleSlim's, before the int8 predictor's peak
         after, after_path = evaluate_model(work.out, gcfg, dev_features, collate, desc="eval after")
         result = {"mode": "compress", "model_dir": gcfg["model_dir"], "task_name": task, "strategies": ran,
                   "config": {"Global": gcfg, **strategies}, "metrics_before": before, "metrics_after": after,

@@ -181,6 +181,11 @@ def bert_base_memory(args):
     return steps.run("ptq", lambda: run_variant("sst-2", base, config, [], os.path.join(work, "ptq"), data))
 
 
+def cell(metrics, base):
+    """A dev metric in points and its change against the fp32 model's: '82.07 (-1.31)'."""
+    return f"{100 * metrics['headline']:.2f} ({100 * (metrics['headline'] - base):+.2f})"
+
+
 def render(results):
     lines = ["# Post-training quantization: where the dev metric goes", "",
              common.provenance(results), "",
@@ -209,15 +214,13 @@ def render(results):
         lines.append("")
         scored = [n for n in SCORED_THREE_WAYS if n in runs and n in row.get("openvino", {})]
         if scored:
-            def cell(metrics):
-                return f"{100 * metrics['headline']:.2f} ({100 * (metrics['headline'] - base):+.2f})"
             lines += ["The same models three ways: Paddle Inference with oneDNN int8 kernels on this CPU (`infer.py "
                       "--int8`, the table above); their fake-quant graph in fp32 (`infer.py` without `--int8`: "
                       "the arithmetic of int8 kernels that sum in 32 bits, VNNI or AMX); OpenVINO in int8 "
                       "(`--backend openvino --int8`, 7-bit weights on a CPU without VNNI/AMX).", "",
                       "| run | oneDNN int8 | fake-quant graph | OpenVINO int8 |", "|---|---|---|---|"]
-            lines += [f"| {n} | {cell(runs[n]['metrics'])} | {cell(row['fake_quant'][n])} | {cell(row['openvino'][n])} |"
-                      for n in scored]
+            lines += [f"| {n} | " + " | ".join(cell(m, base) for m in (runs[n]["metrics"], row["fake_quant"][n],
+                                                                       row["openvino"][n])) + " |" for n in scored]
             lines.append("")
     memory = results.get("bert_base_memory")
     if memory:
@@ -242,8 +245,7 @@ def summary(results):
         cells = []
         for row in tasks:
             run = row["runs"].get(name)
-            cells.append(f"{100 * run['metrics']['headline']:.2f} ({100 * (run['metrics']['headline'] - run['before']['headline']):+.2f})"
-                         if run else "–")
+            cells.append(cell(run["metrics"], run["before"]["headline"]) if run else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Dev metric after PTQ as `infer.py --int8` deploys it (change against fp32), one draw of calibration "
               "batches per row."]
@@ -255,8 +257,7 @@ def summary(results):
         for row, name in three:
             base = next(iter(row["runs"].values()))["before"]["headline"]
             cells = [row["runs"][name]["metrics"], row["fake_quant"][name], row["openvino"][name]]
-            lines.append(f"| {row['task']}, {name} | " + " | ".join(
-                f"{100 * m['headline']:.2f} ({100 * (m['headline'] - base):+.2f})" for m in cells) + " |")
+            lines.append(f"| {row['task']}, {name} | " + " | ".join(cell(m, base) for m in cells) + " |")
     return "\n".join(lines) + "\n\nEvery run, the layer groups quantized alone, wall time and memory: " \
         "[benchmarks/ptq_diagnostic/RESULTS.md](benchmarks/ptq_diagnostic/RESULTS.md).\n"
 
