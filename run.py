@@ -84,8 +84,9 @@ def parse_args(argv=None):
 COUNT_KEYS = ("train_iter", "epochs", "eval_iter", "logging_iter", "batch_size", "batch_nums", "batch_num",
               "max_quant_count")
 # Keys run.py adds to PaddleSlim's sections, with their defaults; compress() takes them out before
-# AutoCompression reads the config. smooth_alpha: SmoothQuant before calibration (smooth.py).
-OWN_KEYS = {"QuantPost": {"smooth_alpha": None}}
+# AutoCompression reads the config. smooth_alpha: SmoothQuant before calibration (smooth.py);
+# skip_head: the pooler and classifier stay fp32 (head_weights).
+OWN_KEYS = {"QuantPost": {"smooth_alpha": None, "skip_head": False}}
 
 
 def strategy_sections():
@@ -316,6 +317,25 @@ def no_decay_for_vectors(vector_params):
     return apply_decay
 
 
+def head_weights(program):
+    """Weights of the linear layers that read one row per sentence, not one per token: a BERT's pooler
+    and classifier, after the [CLS] slice. Their input has rank 2 ([batch, hidden]), a token's rank 3.
+
+    At sequence length 128 they are about 0.01 % of the model's multiply-adds, and quantized they cost
+    the most dev metric per layer (benchmarks/ptq_diagnostic, STS-B), so QuantPost.skip_head keeps them fp32.
+    """
+    block = program.blocks[0]
+    rank = {v.name: len(v.type.lod_tensor.tensor.dims) for v in block.vars if v.type.type == v.type.LOD_TENSOR}
+    persistable = {v.name for v in block.vars if v.persistable}
+    heads = []
+    for op in block.ops:
+        if op.type in smooth.LINEAR_TYPES:
+            args = {a.parameter: list(a.arguments) for a in op.inputs}
+            if args["Y"][0] in persistable and args["X"][0] not in persistable and rank.get(args["X"][0]) == 2:
+                heads.append(args["Y"][0])
+    return heads
+
+
 def vector_param_names(program):
     """Persistable variables with at most one dimension: biases and LayerNorm scales."""
     return {v.name for v in program.blocks[0].vars
@@ -395,9 +415,17 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
         shutil.copy2(source, os.path.join(scratch, "model"))
     np.random.seed(gcfg["seed"])  # paddle.io.RandomSampler draws the batch order from numpy
     paddle.seed(gcfg["seed"])
-    skip = (strategies.get("QuantPost") or {}).get("skip_tensor_list")
-    alpha = (strategies.get("QuantPost") or {}).pop("smooth_alpha", None)
-    with workarounds.paddleslim_fixed(program, scratch, skip) as ran, smooth.before_calibration(alpha, skip or ()):
+    quant_post = strategies.get("QuantPost") or {}
+    alpha = quant_post.pop("smooth_alpha", None)
+    skip = list(quant_post.get("skip_tensor_list") or [])
+    if quant_post.pop("skip_head", False):
+        heads = head_weights(program)
+        logger.info("QuantPost.skip_head: %s", f"{len(heads)} linear layers stay fp32 ({', '.join(heads)})" if heads
+                    else "no linear layer reads one row per sentence; every layer is quantized")
+        skip += [w for w in heads if w not in skip]
+    if skip:
+        quant_post["skip_tensor_list"] = skip
+    with workarounds.paddleslim_fixed(program, scratch, skip) as ran, smooth.before_calibration(alpha, skip):
         AutoCompression(
             model_dir="model", model_filename=gcfg["model_filename"],
             params_filename=gcfg["params_filename"], save_dir=os.path.relpath(work.out, scratch),

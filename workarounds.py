@@ -153,20 +153,25 @@ def uniform_histograms():
     return patched(ptq.PostTrainingQuantization, "_sample_histogram", _sample_histogram)
 
 
+@contextlib.contextmanager
 def post_quant_skip_list(skip_tensor_list):
     """QuantPost.skip_tensor_list keeps the named tensors' layers in fp32, as PaddleSlim documents.
 
     Symptom: the list was silently ignored and every layer quantized. PaddleSlim 2.6
     (auto_compression/compressor.py, single_strategy_compress) passes skip_tensor_list only to
-    quant_recon_static (QuantPost.recon_level set), never to quant_post, the default. Fix: bind
-    it to quant_post.
+    quant_recon_static (QuantPost.recon_level set), never to quant_post, the default, and
+    HyperParameterOptimization's search (quant/post_quant_hpo.py, quantize and quant_post_hpo)
+    calls quant_post without it too. Fix: bind it to quant_post in both modules.
     """
-    from paddleslim.auto_compression import compressor as module
+    from paddleslim.auto_compression import compressor
+    from paddleslim.quant import post_quant_hpo
 
-    if not skip_tensor_list:
-        return contextlib.nullcontext()
-    return wrapped(module, "quant_post",
-                   lambda quant_post: functools.partial(quant_post, skip_tensor_list=skip_tensor_list))
+    with contextlib.ExitStack() as stack:
+        if skip_tensor_list:
+            for module in (compressor, post_quant_hpo):
+                stack.enter_context(wrapped(module, "quant_post", lambda quant_post: functools.partial(
+                    quant_post, skip_tensor_list=skip_tensor_list)))
+        yield
 
 
 def calibration_loader(loader, batch_size):

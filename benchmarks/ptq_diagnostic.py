@@ -5,9 +5,11 @@
 
 For each task, on the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work
 folder, so a task reproduce.py prepared is not fine-tuned again): run.py with the shipped
-configs/<task>_ptq.yaml without its smoothing, changing one thing at a time, each run in its own process.
+configs/<task>_ptq.yaml without its smoothing and head skip (every linear layer quantized), changing
+one thing at a time, each run in its own process.
 
-- smoothing: the shipped config as it is (QuantPost.smooth_alpha 0.75, smooth.py), against algo avg alone.
+- the shipped config as it is (QuantPost.smooth_alpha 0.75, smooth.py; QuantPost.skip_head: pooler and
+  classifier in fp32), smoothing alone, and algo avg alone; abs_max smoothed.
 - layer groups (algo avg, no smoothing): only one group of linear layers quantized (`QuantPost.skip_tensor_list` holds
   the weights of every other one): each encoder layer; q/k/v, attention output, FFN, FFN in or
   FFN out of every layer; pooler + classifier; the attention matmuls (Q.K^T, softmax.V) alone. The embeddings are
@@ -39,26 +41,31 @@ import reproduce  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "ptq_diagnostic")
 # One calibration choice changed at a time from PaddleSlim's default QuantPost (algo hist), the
-# rest of configs/<task>_ptq.yaml as shipped, without smoothing unless the run names it.
+# rest of configs/<task>_ptq.yaml as shipped, without smoothing and with every linear layer
+# quantized (the pooler and classifier too) unless the run names it.
 HIST = "QuantPost.algo=hist"
 BASELINE = "algo: hist (PaddleSlim's default)"
 AVG = "algo: avg"  # the algorithm configs/<task>_ptq.yaml ships; the layer groups run on it
-SHIPPED = "algo: avg, smoothed (smooth_alpha 0.75)"  # configs/<task>_ptq.yaml as it is
-NO_SMOOTHING = "QuantPost.smooth_alpha=null"
+SMOOTHED = "algo: avg, smoothed (smooth_alpha 0.75)"
+SHIPPED = "algo: avg, smoothed, pooler + classifier in fp32"  # configs/<task>_ptq.yaml as it is
+PLAIN = ["QuantPost.smooth_alpha=null", "QuantPost.skip_head=false"]
+SMOOTHING = ["QuantPost.smooth_alpha=0.75"]
 # Each of these models is scored twice more: through its fake-quant graph in fp32 (the arithmetic of
 # int8 kernels that sum in 32 bits: VNNI, AMX) and by OpenVINO in int8 (7-bit weights on a CPU without them).
-SCORED_THREE_WAYS = (AVG, SHIPPED)
+SCORED_THREE_WAYS = (AVG, SMOOTHED, SHIPPED)
 CALIBRATION = {
-    BASELINE: [NO_SMOOTHING, HIST],
-    "algo: KL": [NO_SMOOTHING, "QuantPost.algo=KL"],
-    "algo: mse": [NO_SMOOTHING, "QuantPost.algo=mse"],
-    AVG: [NO_SMOOTHING, "QuantPost.algo=avg"],
-    SHIPPED: ["QuantPost.algo=avg", "QuantPost.smooth_alpha=0.75"],
-    "algo: abs_max": [NO_SMOOTHING, "QuantPost.algo=abs_max"],
-    "3 calibration batches": [NO_SMOOTHING, HIST, "QuantPost.batch_nums=3"],
-    "30 calibration batches": [NO_SMOOTHING, HIST, "QuantPost.batch_nums=30"],
-    "bias correction": [NO_SMOOTHING, HIST, "QuantPost.bias_correction=true"],
-    "per-tensor weight scales": [NO_SMOOTHING, HIST, "QuantPost.weight_quantize_type=abs_max"],
+    BASELINE: [*PLAIN, HIST],
+    "algo: KL": [*PLAIN, "QuantPost.algo=KL"],
+    "algo: mse": [*PLAIN, "QuantPost.algo=mse"],
+    AVG: [*PLAIN, "QuantPost.algo=avg"],
+    SMOOTHED: ["QuantPost.algo=avg", *SMOOTHING, "QuantPost.skip_head=false"],
+    SHIPPED: ["QuantPost.algo=avg", *SMOOTHING, "QuantPost.skip_head=true"],
+    "algo: abs_max": [*PLAIN, "QuantPost.algo=abs_max"],
+    "algo: abs_max, smoothed": ["QuantPost.algo=abs_max", *SMOOTHING, "QuantPost.skip_head=false"],
+    "3 calibration batches": [*PLAIN, HIST, "QuantPost.batch_nums=3"],
+    "30 calibration batches": [*PLAIN, HIST, "QuantPost.batch_nums=30"],
+    "bias correction": [*PLAIN, HIST, "QuantPost.bias_correction=true"],
+    "per-tensor weight scales": [*PLAIN, HIST, "QuantPost.weight_quantize_type=abs_max"],
 }
 LINEAR_PER_LAYER = ("q", "k", "v", "attention output", "FFN in", "FFN out")  # program order of a BERT layer
 
@@ -101,14 +108,15 @@ def layer_groups(model_file):
 def variants(model_file):
     """{name: run.py --set overrides} for every run of the diagnostic, the most telling first.
 
-    PaddleSlim's default, the shipped algorithm and the shipped config (smoothed); each kind of layer
+    PaddleSlim's default, the shipped algorithm, smoothed, the shipped config; each kind of layer
     alone (algo avg, no smoothing); the other calibration choices; each encoder layer alone.
     """
     groups, every = layer_groups(model_file)
-    only = {f"only {name}": [NO_SMOOTHING, "QuantPost.algo=avg",
+    only = {f"only {name}": [*PLAIN, "QuantPost.algo=avg",
                              "QuantPost.skip_tensor_list=" + json.dumps([t for t in every if t not in tensors])]
             for name, tensors in groups.items()}
-    first = [BASELINE, AVG, SHIPPED] + [n for n in only if not n.startswith("only encoder layer")]
+    first = [BASELINE, AVG, SMOOTHED, SHIPPED, "algo: abs_max, smoothed"] + [
+        n for n in only if not n.startswith("only encoder layer")]
     runs = {name: (CALIBRATION | only)[name] for name in first}
     return runs | CALIBRATION | only
 
@@ -190,8 +198,10 @@ def render(results):
     lines = ["# Post-training quantization: where the dev metric goes", "",
              common.provenance(results), "",
              "Each row is run.py with the task's `configs/<task>_ptq.yaml` without its smoothing "
-             "(`QuantPost.smooth_alpha`) and one change: the row that names smoothing is the config as shipped, "
-             "the calibration rows change one thing from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
+             "(`QuantPost.smooth_alpha`) and with the pooler and classifier quantized (`QuantPost.skip_head: "
+             "false`), and one change: the rows that name smoothing add it, the one that also keeps the pooler and "
+             f"classifier in fp32 ({SHIPPED}) is the config as shipped, the calibration rows change one thing "
+             "from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
              "group of layers with algo avg (no smoothing) and keep the others in fp32. Dev metric of the "
              "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
              "layers; runs finished before the fix for Paddle's fc weight scales, workarounds.exact_weight_scales, "

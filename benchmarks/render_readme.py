@@ -3,10 +3,11 @@
     python benchmarks/render_readme.py
 
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
-short table rendered from benchmarks/NAME/results.json (NAME: reproduce, latency, latency/avx2,
-ptq_diagnostic); the full tables are in each benchmark's RESULTS.md.
+short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2, latency,
+latency/avx2, ptq_diagnostic); the full tables are in each benchmark's RESULTS.md.
 """
 import argparse
+import functools
 import json
 import os
 import re
@@ -21,9 +22,11 @@ import bench_latency  # noqa: E402
 import ptq_diagnostic  # noqa: E402
 import reproduce  # noqa: E402
 
-# results folder under benchmarks/ -> its short renderer (latency/avx2: the latency benchmark on an AVX2-only CPU)
-RENDERERS = {"reproduce": reproduce.headline, "latency": bench_latency.summary,
-             "latency/avx2": bench_latency.summary, "ptq_diagnostic": ptq_diagnostic.summary}
+# results folder under benchmarks/ -> its short renderer (<name>/avx2: the benchmark on an AVX2-only CPU)
+RENDERERS = {"reproduce": reproduce.headline,
+             "reproduce/avx2": functools.partial(reproduce.headline, folder="reproduce/avx2"),
+             "latency": bench_latency.summary, "latency/avx2": bench_latency.summary,
+             "ptq_diagnostic": ptq_diagnostic.summary}
 
 
 def block(name):

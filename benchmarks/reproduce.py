@@ -309,9 +309,9 @@ def render(results):
     return "\n".join(lines)
 
 
-def headline(results):
+def headline(results, folder="reproduce"):
     """The README's short table: per strategy, the average dev metric before and after, the worst task,
-    and the median speed-up and peak memory over the tasks."""
+    and the median speed-up and peak memory over the tasks; a link to benchmarks/<folder>/RESULTS.md."""
     import statistics
 
     labels = {k: v["label"] for k, v in STRATEGIES.items()}
@@ -340,8 +340,8 @@ def headline(results):
         lines.append(f"| {labels[key]} ({len(rows)} tasks) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
-    return "\n".join(lines) + "\n\nEvery task, latency row and stage: [benchmarks/reproduce/RESULTS.md]" \
-        "(benchmarks/reproduce/RESULTS.md).\n"
+    return "\n".join(lines) + f"\n\nEvery task, latency row and stage: [benchmarks/{folder}/RESULTS.md]" \
+        f"(benchmarks/{folder}/RESULTS.md).\n"
 
 
 def parse_args(argv=None):

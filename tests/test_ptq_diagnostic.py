@@ -51,14 +51,19 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
     kinds = sum((groups[k] for k in ("q, k, v (all layers)", "attention output (all layers)", "FFN (all layers)",
                                      "attention matmuls (all layers)", "pooler + classifier")), [])
     assert sorted(layers) == sorted(kinds) == sorted(every)
+    # run.py's QuantPost.skip_head finds the same two by their one-row-per-sentence input
+    assert run.head_weights(files.read_program(os.path.join(trace_model, "model.pdmodel"))) == groups[
+        "pooler + classifier"]
     runs = diagnostic.variants(os.path.join(trace_model, "model.pdmodel"))
     # one change at a time from a config without smoothing, except the run of the config as shipped
     assert list(runs)[0] == "algo: hist (PaddleSlim's default)"
-    assert runs["algo: KL"] == ["QuantPost.smooth_alpha=null", "QuantPost.algo=KL"]
-    assert runs["bias correction"] == ["QuantPost.smooth_alpha=null", "QuantPost.algo=hist",
-                                       "QuantPost.bias_correction=true"]
-    assert runs[diagnostic.SHIPPED] == ["QuantPost.algo=avg", "QuantPost.smooth_alpha=0.75"]
-    assert all(sets[0] == "QuantPost.smooth_alpha=null" for name, sets in runs.items() if name != diagnostic.SHIPPED)
+    plain = ["QuantPost.smooth_alpha=null", "QuantPost.skip_head=false"]
+    assert runs["algo: KL"] == plain + ["QuantPost.algo=KL"]
+    assert runs["bias correction"] == plain + ["QuantPost.algo=hist", "QuantPost.bias_correction=true"]
+    assert runs[diagnostic.SHIPPED] == ["QuantPost.algo=avg", "QuantPost.smooth_alpha=0.75", "QuantPost.skip_head=true"]
+    smoothed = {name for name, sets in runs.items() if "QuantPost.smooth_alpha=0.75" in sets}
+    assert smoothed == {diagnostic.SHIPPED, diagnostic.SMOOTHED, "algo: abs_max, smoothed"}
+    assert all(sets[:2] == plain for name, sets in runs.items() if name not in smoothed)
 
 
 def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):

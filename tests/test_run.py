@@ -82,6 +82,7 @@ def test_shipped_configs_are_valid(trace_model):
     (lambda c: c["Global"].update(eval_samples="all"), "Global.eval_samples must be a positive integer, got 'all'"),
     (lambda c: c["Global"].update(seed=-1), "Global.seed must be an integer >= 0, got -1"),
     (lambda c: c.update(QuantPost={"smooth_alpha": 2}), "QuantPost.smooth_alpha must be a number from 0 to 1"),
+    (lambda c: c.update(QuantPost={"skip_head": "yes"}), "QuantPost.skip_head must be true or false, got 'yes'"),
     (lambda c: c.update(QuantPost={}, HyperParameterOptimization={"max_quant_count": 1}),
      "HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester mode, .* set 2 or more"),
     (lambda c: (c["Global"].update(task_name="stsb"), c.update(Distillation={"loss": "soft_label"})),
@@ -327,12 +328,13 @@ def test_paddleslim_fixes_are_undone_on_exit(tmp_path, trace_model):
     import paddle
     from paddle.static.quantization import post_training_quantization as ptq
     from paddleslim.auto_compression import compressor, transformer_pruner
+    from paddleslim.quant import post_quant_hpo
 
     import files
 
     def current():
         return (compressor.AutoCompression.single_strategy_compress, compressor.AutoCompression.compress,
-                compressor.quant_post, transformer_pruner.kl_div_op, ptq.PostTrainingQuantization._sample_histogram)
+                compressor.quant_post, post_quant_hpo.quant_post, transformer_pruner.kl_div_op, ptq.PostTrainingQuantization._sample_histogram)
 
     before, cwd = current(), os.getcwd()
     program = files.read_program(os.path.join(trace_model, "model.pdmodel"))

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import yaml
 
+import files
 import predictors
 import run
 from conftest import SEQ, folder_digest, load_model, random_feeds, write_sst2_fixture
 
 TRAIN = {"train_iter": 3, "eval_iter": 1000, "learning_rate": 1.0e-5, "logging_iter": 1,
          "optimizer_builder": {"optimizer": {"type": "AdamW"}, "weight_decay": 0.01}}
-QUANT_POST = {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "smooth_alpha": 0.75}
+QUANT_POST = {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "smooth_alpha": 0.75,
+              "skip_head": True}
 STRATEGIES = {
     # the document's configs/<task>.yaml
     "distill_qat": {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
@@ -90,18 +92,24 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     # scale op in-place, and PTQ then failed on a cycle: workarounds.names_after)
     assert not [op.type for op in block.ops if set(op.input_arg_names) & set(op.output_arg_names)]
     smoothed = [op for op in block.ops if op.type == "elementwise_mul" and op.input("Y")[0].endswith(".smooth_inverse")]
-    # QuantPost.smooth_alpha: q/k/v, attention output, FFN in and out of each layer, pooler, classifier
-    assert len(smoothed) == (4 * 2 + 2 if "QuantPost" in STRATEGIES[strategy] else 0)
+    # QuantPost.smooth_alpha: q/k/v, attention output, FFN in and out of each layer; with skip_head
+    # the pooler and classifier are neither smoothed nor quantized
+    assert len(smoothed) == (4 * 2 if "QuantPost" in STRATEGIES[strategy] else 0)
     users = {op.input("Y")[0]: op for op in block.ops if op.type == "matmul_v2"}
-    if "quant" in result["strategies"][-1] or "qat" in result["strategies"][-1]:
-        dequant = [op for op in block.ops if op.type == "dequantize_linear" and op.output("Y")[0] in users
-                   and op.input("X")[0] in params]
-        assert len(dequant) >= 2 * 6  # every encoder linear is quantized
-        for op in dequant:
-            # weights are [in, out]: one scale per output channel, on axis 1
-            assert not users[op.output("Y")[0]].attr("trans_y")
-            assert op.attr("quant_axis") == 1
-            assert params[op.input("Scale")[0]].size == params[op.input("X")[0]].shape[1]
+    # every strategy here ends in quantization (its last stage: quant_post, ptq_hpo or qat_dis)
+    dequant = [op for op in block.ops if op.type == "dequantize_linear" and op.output("Y")[0] in users
+               and op.input("X")[0] in params]
+    assert len(dequant) >= 2 * 6  # every encoder linear is quantized
+    heads = run.head_weights(files.read_program(os.path.join(model_dir, "model.pdmodel")))
+    assert len(heads) == 2 and set(heads) <= set(users) | {op.input("X")[0] for op in dequant}
+    # QuantPost.skip_head, with or without the search: the pooler and classifier read fp32 weights
+    quantized_heads = {op.input("X")[0] for op in dequant} & set(heads)
+    assert quantized_heads == (set() if "QuantPost" in STRATEGIES[strategy] else set(heads))
+    for op in dequant:
+        # weights are [in, out]: one scale per output channel, on axis 1
+        assert not users[op.output("Y")[0]].attr("trans_y")
+        assert op.attr("quant_axis") == 1
+        assert params[op.input("Scale")[0]].size == params[op.input("X")[0]].shape[1]
     if "transformer_prune_dis" in result["strategies"]:
         shapes = [params[op.input("X")[0]].shape for op in block.ops
                   if op.type == "dequantize_linear" and op.output("Y")[0] in users and op.input("X")[0] in params]
