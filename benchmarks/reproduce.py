@@ -316,8 +316,10 @@ def headline(results, folder="reproduce"):
 
     labels = {k: v["label"] for k, v in STRATEGIES.items()}
     tasks = results["tasks"]
-    lines = [f"MiniLM fine-tuned on {len(tasks)} GLUE tasks ({', '.join(r['task'] for r in tasks)}), each strategy "
-             f"trained {results['settings']['train_iter']} steps; {results['machine']['cpu']}, "
+    trained = any(k not in ("base", "ptq") for r in tasks for k in r["models"])  # PTQ alone does not train
+    lines = [f"MiniLM fine-tuned on {len(tasks)} GLUE task{'s' if len(tasks) > 1 else ''} ({', '.join(r['task'] for r in tasks)}), "
+             + (f"each strategy trained {results['settings']['train_iter']} steps; " if trained else "")
+             + f"{results['machine']['cpu']}, "
              f"{results['machine']['cores']} cores; dev metric as `infer.py` deploys each model, latency p50 at "
              "sequence length 128:", "",
              "| strategy | average dev metric: base → compressed | worst task | speed-up, batch 1 / 32 (median) "
@@ -337,7 +339,7 @@ def headline(results, folder="reproduce"):
             speedups.append(f"{statistics.median(ratios):.2f}×" if ratios else "–")
         peaks = [r["models"][key].get("peak_rss_mb") for r in rows]
         peak = f"{max(peaks) / 1024:.1f} GiB at most" if all(peaks) else "not measured"
-        lines.append(f"| {labels[key]} ({len(rows)} tasks) | {100 * sum(base) / len(base):.2f} → "
+        lines.append(f"| {labels[key]} ({len(rows)} task{'s' if len(rows) > 1 else ''}) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
     return "\n".join(lines) + f"\n\nEvery task, latency row and stage: [benchmarks/{folder}/RESULTS.md]" \

@@ -45,6 +45,22 @@ def test_render_averages_and_goal(reproduce):
     assert "| sst-2 | 32 | 400.0 (1.00×) | 100.0 (4.00×) | 200.0 (2.00×) |" in text
 
 
+def test_headline_names_the_training_only_where_a_strategy_trains(reproduce):
+    """The README's short table, for the full run and for a PTQ-only run rendered from another folder."""
+    results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0))
+    results["settings"]["train_iter"] = 60
+    text = reproduce.headline(results)
+    assert text.startswith("MiniLM fine-tuned on 2 GLUE tasks (sst-2, rte), each strategy trained 60 steps; test cpu")
+    assert "| prune + distill, then PTQ (2 tasks) | 70.00 → 69.50 (-0.50) | sst-2 -1.00 | 4.00× | not measured |" in text
+    assert "[benchmarks/reproduce/RESULTS.md](benchmarks/reproduce/RESULTS.md)" in text
+    row = task_row("sts-b", 0.80, 0.79, 0.81, 400.0)
+    row["models"] = {"base": row["models"]["base"], "ptq": {**row["models"]["prune_ptq"], "peak_rss_mb": 2048.0}}
+    text = reproduce.headline(results_of(row), folder="reproduce/avx2")
+    assert text.startswith("MiniLM fine-tuned on 1 GLUE task (sts-b), test cpu, 2 cores;")
+    assert "| PTQ (1 task) | 80.00 → 79.00 (-1.00) | sts-b -1.00 | 4.00× | 2.0 GiB at most |" in text
+    assert "[benchmarks/reproduce/avx2/RESULTS.md](benchmarks/reproduce/avx2/RESULTS.md)" in text
+
+
 def test_render_judges_openvino_where_measured(reproduce):
     """Each compressed model is also scored as OpenVINO deploys it, with its own goal lines."""
     results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0))
