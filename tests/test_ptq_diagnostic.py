@@ -55,7 +55,7 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
     assert run.head_weights(files.read_program(os.path.join(trace_model, "model.pdmodel"))) == groups[
         "pooler + classifier"]
     runs = diagnostic.variants(os.path.join(trace_model, "model.pdmodel"))
-    # one change at a time from a config without smoothing, except the run of the config as shipped
+    # one change at a time from a config without smoothing or head skip, except the smoothed runs
     assert list(runs)[0] == "algo: hist (PaddleSlim's default)"
     plain = ["QuantPost.smooth_alpha=null", "QuantPost.skip_head=false"]
     assert runs["algo: KL"] == plain + ["QuantPost.algo=KL"]
