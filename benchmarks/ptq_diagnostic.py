@@ -49,7 +49,8 @@ AVG = "algo: avg"  # the algorithm configs/<task>_ptq.yaml ships; the layer grou
 SMOOTHED = "algo: avg, smoothed (smooth_alpha 0.75)"
 SHIPPED = "algo: avg, smoothed, pooler + classifier in fp32"  # configs/<task>_ptq.yaml as it is
 PLAIN = ["QuantPost.smooth_alpha=null", "QuantPost.skip_head=false"]
-SMOOTHING = ["QuantPost.smooth_alpha=0.75"]
+SMOOTH = "QuantPost.smooth_alpha=0.75"
+ABS_MAX_SMOOTHED = "algo: abs_max, smoothed"
 # Each of these models is scored twice more: through its fake-quant graph in fp32 (the arithmetic of
 # int8 kernels that sum in 32 bits: VNNI, AMX) and by OpenVINO in int8 (7-bit weights on a CPU without them).
 SCORED_THREE_WAYS = (AVG, SMOOTHED, SHIPPED)
@@ -58,10 +59,10 @@ CALIBRATION = {
     "algo: KL": [*PLAIN, "QuantPost.algo=KL"],
     "algo: mse": [*PLAIN, "QuantPost.algo=mse"],
     AVG: [*PLAIN, "QuantPost.algo=avg"],
-    SMOOTHED: ["QuantPost.algo=avg", *SMOOTHING, "QuantPost.skip_head=false"],
-    SHIPPED: ["QuantPost.algo=avg", *SMOOTHING, "QuantPost.skip_head=true"],
+    SMOOTHED: ["QuantPost.algo=avg", SMOOTH, "QuantPost.skip_head=false"],
+    SHIPPED: ["QuantPost.algo=avg", SMOOTH, "QuantPost.skip_head=true"],
     "algo: abs_max": [*PLAIN, "QuantPost.algo=abs_max"],
-    "algo: abs_max, smoothed": ["QuantPost.algo=abs_max", *SMOOTHING, "QuantPost.skip_head=false"],
+    ABS_MAX_SMOOTHED: ["QuantPost.algo=abs_max", SMOOTH, "QuantPost.skip_head=false"],
     "3 calibration batches": [*PLAIN, HIST, "QuantPost.batch_nums=3"],
     "30 calibration batches": [*PLAIN, HIST, "QuantPost.batch_nums=30"],
     "bias correction": [*PLAIN, HIST, "QuantPost.bias_correction=true"],
@@ -115,7 +116,7 @@ def variants(model_file):
     only = {f"only {name}": [*PLAIN, "QuantPost.algo=avg",
                              "QuantPost.skip_tensor_list=" + json.dumps([t for t in every if t not in tensors])]
             for name, tensors in groups.items()}
-    first = [BASELINE, AVG, SMOOTHED, SHIPPED, "algo: abs_max, smoothed"] + [
+    first = [BASELINE, AVG, SMOOTHED, SHIPPED, ABS_MAX_SMOOTHED] + [
         n for n in only if not n.startswith("only encoder layer")]
     runs = {name: (CALIBRATION | only)[name] for name in first}
     return runs | CALIBRATION | only

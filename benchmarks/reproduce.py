@@ -211,10 +211,15 @@ def deployed(model, how):
     return (model.get("metrics_openvino") or model["metrics"]) if how == "openvino" else model["metrics"]
 
 
+def tasks_count(n, kind=""):
+    """'1 task', '3 GLUE tasks'."""
+    return f"{n} {kind}task{'s' if n > 1 else ''}"
+
+
 def goal_lines(results, keys, labels, how="paddle"):
     """The goal, and per strategy whether it is met, judged on the numbers as the tables show them."""
     n = len(results["tasks"])
-    lines = [f"Goal (over {n} task{'s' if n > 1 else ''}): each strategy's average dev metric at most {AVERAGE_LOSS} "
+    lines = [f"Goal (over {tasks_count(n)}): each strategy's average dev metric at most {AVERAGE_LOSS} "
              f"point below the base's, no task more than {TASK_LOSS} point below, and at batch 32 at least "
              f"{SPEEDUP_B32}× the base's speed."]
     for k in keys:
@@ -317,7 +322,7 @@ def headline(results, folder="reproduce"):
     labels = {k: v["label"] for k, v in STRATEGIES.items()}
     tasks = results["tasks"]
     trained = any(k not in ("base", "ptq") for r in tasks for k in r["models"])  # PTQ alone does not train
-    lines = [f"MiniLM fine-tuned on {len(tasks)} GLUE task{'s' if len(tasks) > 1 else ''} ({', '.join(r['task'] for r in tasks)}), "
+    lines = [f"MiniLM fine-tuned on {tasks_count(len(tasks), 'GLUE ')} ({', '.join(r['task'] for r in tasks)}), "
              + (f"each strategy trained {results['settings']['train_iter']} steps; " if trained else "")
              + f"{results['machine']['cpu']}, "
              f"{results['machine']['cores']} cores; dev metric as `infer.py` deploys each model, latency p50 at "
@@ -339,7 +344,7 @@ def headline(results, folder="reproduce"):
             speedups.append(f"{statistics.median(ratios):.2f}×" if ratios else "–")
         peaks = [r["models"][key].get("peak_rss_mb") for r in rows]
         peak = f"{max(peaks) / 1024:.1f} GiB at most" if all(peaks) else "not measured"
-        lines.append(f"| {labels[key]} ({len(rows)} task{'s' if len(rows) > 1 else ''}) | {100 * sum(base) / len(base):.2f} → "
+        lines.append(f"| {labels[key]} ({tasks_count(len(rows))}) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
     return "\n".join(lines) + f"\n\nEvery task, latency row and stage: [benchmarks/{folder}/RESULTS.md]" \

@@ -62,7 +62,7 @@ def test_layer_groups_of_the_tiny_bert(diagnostic, trace_model):
     assert runs["bias correction"] == plain + ["QuantPost.algo=hist", "QuantPost.bias_correction=true"]
     assert runs[diagnostic.SHIPPED] == ["QuantPost.algo=avg", "QuantPost.smooth_alpha=0.75", "QuantPost.skip_head=true"]
     smoothed = {name for name, sets in runs.items() if "QuantPost.smooth_alpha=0.75" in sets}
-    assert smoothed == {diagnostic.SHIPPED, diagnostic.SMOOTHED, "algo: abs_max, smoothed"}
+    assert smoothed == {diagnostic.SHIPPED, diagnostic.SMOOTHED, diagnostic.ABS_MAX_SMOOTHED}
     assert all(sets[:2] == plain for name, sets in runs.items() if name not in smoothed)
 
 
