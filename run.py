@@ -85,8 +85,8 @@ COUNT_KEYS = ("train_iter", "epochs", "eval_iter", "logging_iter", "batch_size",
               "max_quant_count")
 # Keys run.py adds to PaddleSlim's sections, with their defaults; compress() takes them out before
 # AutoCompression reads the config. smooth_alpha: SmoothQuant before calibration (smooth.py);
-# skip_head: the pooler and classifier stay fp32 (head_weights).
-OWN_KEYS = {"QuantPost": {"smooth_alpha": None, "skip_head": False}}
+# skip_head: the pooler and classifier stay fp32 (head_weights), in post-training quantization and in QAT.
+OWN_KEYS = {"QuantPost": {"smooth_alpha": None, "skip_head": False}, "QuantAware": {"skip_head": False}}
 
 
 def strategy_sections():
@@ -336,6 +336,36 @@ def head_weights(program):
     return heads
 
 
+def kept_fp32(name, section, program):
+    """Takes run.py's skip_head out of a quantization section: the head weights it keeps fp32 (logged), or []."""
+    if not section.pop("skip_head", False):
+        return []
+    heads = head_weights(program)
+    logger.info("%s.skip_head: %s", name, f"{len(heads)} linear layers stay fp32 ({', '.join(heads)})" if heads
+                else "no linear layer reads one row per sentence; every layer is quantized")
+    return heads
+
+
+# The op_namescope that Paddle's quantization passes leave in fp32 (QuantAware.not_quant_pattern's default;
+# post_training_quantization.py tags the ops of its skip_tensor_list with it).
+SKIP_QUANT = "skip_quant"
+
+
+def skip_quant(program, weights):
+    """A copy of a ProgramDesc whose ops that read `weights` carry op_namescope SKIP_QUANT."""
+    from paddle.base.proto import framework_pb2
+
+    tagged = framework_pb2.ProgramDesc()
+    tagged.CopyFrom(program)
+    for op in tagged.blocks[0].ops:
+        if set(weights) & {n for arg in op.inputs for n in arg.arguments}:
+            attr = next((a for a in op.attrs if a.name == "op_namescope"), None)
+            if attr is None:
+                attr = op.attrs.add(name="op_namescope", type=framework_pb2.STRING)
+            attr.s = SKIP_QUANT
+    return tagged
+
+
 def vector_param_names(program):
     """Persistable variables with at most one dimension: biases and LayerNorm scales."""
     return {v.name for v in program.blocks[0].vars
@@ -418,13 +448,17 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
     quant_post = strategies.get("QuantPost") or {}
     alpha = quant_post.pop("smooth_alpha", None)
     skip = list(quant_post.get("skip_tensor_list") or [])
-    if quant_post.pop("skip_head", False):
-        heads = head_weights(program)
-        logger.info("QuantPost.skip_head: %s", f"{len(heads)} linear layers stay fp32 ({', '.join(heads)})" if heads
-                    else "no linear layer reads one row per sentence; every layer is quantized")
-        skip += [w for w in heads if w not in skip]
+    skip += [w for w in kept_fp32("QuantPost", quant_post, program) if w not in skip]
     if skip:
         quant_post["skip_tensor_list"] = skip
+    quant_aware = strategies.get("QuantAware") or {}
+    not_quantized = kept_fp32("QuantAware", quant_aware, program)
+    if not_quantized:  # the ops that read them are tagged in the model copy, as Paddle's PTQ tags its skip list
+        patterns = quant_aware.get("not_quant_pattern", [SKIP_QUANT])
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        quant_aware["not_quant_pattern"] = patterns + ([] if SKIP_QUANT in patterns else [SKIP_QUANT])
+        with open(os.path.join(scratch, "model", os.path.basename(model_file)), "wb") as f:
+            f.write(skip_quant(program, not_quantized).SerializeToString())
     with workarounds.paddleslim_fixed(program, scratch, skip) as ran, smooth.before_calibration(alpha, skip):
         AutoCompression(
             model_dir="model", model_filename=gcfg["model_filename"],
@@ -462,6 +496,9 @@ def evaluate_only(gcfg, save_dir, dev_features, collate):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
+    if workarounds.mkl_avx2_on_amd():
+        logger.info("AMD CPU: MKL_DEBUG_CPU_TYPE=5, so that Paddle's MKL trains on its AVX2 kernels "
+                    "(workarounds.mkl_avx2_on_amd)")
     gcfg, strategies = load_config(args.config_path, args.model_dir, args.data_dir, args.set)
     logger.info("effective config: %s", json.dumps({"Global": gcfg, **strategies}, default=str))
     task = gcfg["task_name"]
@@ -506,7 +543,8 @@ def main(argv=None):
                   "config": {"Global": gcfg, **strategies}, "metrics_before": before, "metrics_after": after,
                   "evaluated_with": {"before": before_path, "after": after_path},
                   "compress_seconds": round(compress_seconds, 2), "train_examples": len(train_features),
-                  "world_size": world, "dev_samples": {split: len(features) for split, features in dev_features.items()}}
+                  "world_size": world, "dev_samples": {split: len(features) for split, features in dev_features.items()},
+                  "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE")}  # its training speed on AMD
         cli.write_json(os.path.join(work.out, "results.json"), result)
     headline = glue.headline_metric(task)
     print(f"compressed {task} ({' + '.join(ran)}) -> {args.save_dir}: {headline} "

@@ -22,6 +22,37 @@ import cli
 logger = logging.getLogger("workarounds")
 
 
+def mkl_avx2_on_amd(cpuinfo="/proc/cpuinfo"):
+    """MKL_DEBUG_CPU_TYPE=5 on an AMD CPU with AVX2, unless it is set: Paddle's training matmuls 3x faster.
+
+    Symptom: on an AMD EPYC (2 cores), compression trained at about 34 s a step (SST-2, distill +
+    QAT, batch 32 at length 128), matmul_v2 and its gradient 60 % of it (paddle.profiler). Paddle
+    2.6's CPU kernels call its bundled MKL (paddle/libs/libmklml_intel.so, 2019.0.5), which gives a
+    CPU that is not Intel's its generic code path: 16-20 GFLOPS on one core for [32, 128, 384] x
+    [384, 1536]; with MKL_DEBUG_CPU_TYPE=5 (honoured up to MKL 2020.0, read at its first call)
+    48-56 GFLOPS, and that QAT step took about 17 s instead of 34 (both measured beside another job on the
+    machine). Paddle Inference runs on oneDNN, which picks its kernels by CPU feature, so
+    infer.py's latency is unchanged. Intel CPUs are left alone (the variable would hold one with
+    AVX-512 to AVX2).
+
+    Returns:
+        whether it set the variable.
+    """
+    if "MKL_DEBUG_CPU_TYPE" in os.environ:
+        return False
+    try:
+        with open(cpuinfo) as f:
+            head = f.read(1 << 16)
+    except OSError:  # not Linux
+        return False
+    fields = dict(line.split(":", 1) for line in head.splitlines() if ":" in line)
+    fields = {k.strip(): v.split() for k, v in fields.items()}
+    if fields.get("vendor_id") != ["AuthenticAMD"] or "avx2" not in fields.get("flags", []):
+        return False
+    os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
+    return True
+
+
 @contextlib.contextmanager
 def patched(owner, name, value):
     """owner.name = value for the duration."""

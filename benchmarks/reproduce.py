@@ -197,7 +197,10 @@ def summarize(task, done):
                          run_dev_samples=compressed.get("dev_samples"),
                          metrics_openvino=done.get(f"infer_{key}_openvino", {}).get("result"),
                          compress_seconds=compressed["compress_seconds"],
-                         peak_rss_mb=compressed.get("peak_rss_mb"))
+                         peak_rss_mb=compressed.get("peak_rss_mb"),
+                         # None: run.py predates workarounds.mkl_avx2_on_amd
+                         mkl_avx2_on_amd=compressed["mkl_debug_cpu_type"] == "5" if "mkl_debug_cpu_type" in compressed
+                         else None)
         for name, step in done.items():
             if name.startswith(f"perf_{key}_b"):
                 entry["perf"][name.rsplit("_b", 1)[1]] = step["result"]
@@ -303,6 +306,12 @@ def render(results):
     for row in results["tasks"]:
         lines.append(f"| {row['task']} | " + " | ".join(
             f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in results["stages"]) + " |")
+    fixed = [row["task"] for row in results["tasks"] if any(m.get("mkl_avx2_on_amd") for m in row["models"].values())]
+    older = [row["task"] for row in results["tasks"]
+             if any(k != "base" and m.get("mkl_avx2_on_amd") is None for k, m in row["models"].items())]
+    if fixed and older:
+        lines += ["", f"run.py trained and calibrated with MKL's AVX2 kernels (`workarounds.mkl_avx2_on_amd`) for "
+                  f"{', '.join(fixed)}; its times for {', '.join(older)} predate that fix."]
     measured = [k for k in keys[1:] if any(row["models"].get(k, {}).get("peak_rss_mb") for row in results["tasks"])]
     if measured:
         lines += ["", "## Peak resident memory of run.py (GiB)", "", "| task | " + " | ".join(labels[k] for k in measured)

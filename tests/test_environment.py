@@ -1,6 +1,8 @@
 """The pinned set imports in any order, and cli keeps zlib usable after `import paddle`."""
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +41,41 @@ def test_fleet_strategy_builds_as_paddleslim_builds_it():
                       "assert s.amp_configs['custom_white_list'] == ['matmul']\n"
                       "assert s.recompute_configs['checkpoints'] == ['a', 'b']\nprint('ok')")
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+AMD_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse2 avx avx2 fma\n"
+
+
+@pytest.mark.parametrize("cpuinfo, preset, expected", [
+    (AMD_AVX2, None, "5"),
+    (AMD_AVX2.replace(" avx2", ""), None, None),  # no AVX2 kernels to pick
+    (AMD_AVX2.replace("AuthenticAMD", "GenuineIntel"), None, None),  # MKL picks Intel's best itself
+    (AMD_AVX2, "4", "4"),  # the user's value stands
+    (None, None, None),  # no /proc/cpuinfo
+], ids=["amd-avx2", "amd-no-avx2", "intel", "user-set", "no-cpuinfo"])
+def test_mkl_avx2_on_amd_sets_the_variable_only_where_it_helps(tmp_path, monkeypatch, cpuinfo, preset, expected):
+    import workarounds
+
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo * 2)
+    monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", preset)
+    assert workarounds.mkl_avx2_on_amd(str(path)) == (expected is not None and preset is None)
+    assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected
+
+
+MKL_PATH = ("import ctypes, os, paddle\n"
+            "mkl = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libmklml_intel.so'))\n"
+            "print(mkl.mkl_serv_cpu_detect())\n")  # MKL's code path: 0 generic, 5 AVX2, above it AVX-512
+
+
+@pytest.mark.skipif("avx2" not in Path("/proc/cpuinfo").read_text(), reason="needs a CPU with AVX2")
+def test_paddles_mkl_takes_its_avx2_kernels_after_run_py_set_up():
+    """Paddle's training kernels call its bundled MKL (2019.0.5), which took its generic path on AMD."""
+    env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
+    fixed = subprocess.run([sys.executable, "-c", "import cli, workarounds\nworkarounds.mkl_avx2_on_amd()\n" + MKL_PATH],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert fixed.returncode == 0, fixed.stderr[-2000:]
+    assert int(fixed.stdout.split()[-1]) >= 5

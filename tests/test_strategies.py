@@ -23,7 +23,7 @@ STRATEGIES = {
     # the document's configs/<task>.yaml
     "distill_qat": {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
                     "QuantAware": {"use_pact": True, "activation_quantize_type": "moving_average_abs_max",
-                                   "quantize_op_types": ["matmul", "matmul_v2"]},
+                                   "quantize_op_types": ["matmul", "matmul_v2"], "skip_head": True},
                     "TrainConfig": TRAIN},
     # the headline: configs/<task>_prune_ptq.yaml
     "prune_ptq_hpo": {"TransformerPrune": {"pruned_ratio": 0.25}, "Distillation": {"alpha": 1.0, "loss": "l2"},
@@ -102,9 +102,9 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     assert len(dequant) >= 2 * 6  # every encoder linear is quantized
     heads = run.head_weights(files.read_program(os.path.join(model_dir, "model.pdmodel")))
     assert len(heads) == 2 and set(heads) <= set(users) | {op.input("X")[0] for op in dequant}
-    # QuantPost.skip_head, with or without the search: the pooler and classifier read fp32 weights
+    # skip_head (QuantPost, with or without the search; QuantAware): the pooler and classifier read fp32 weights
     quantized_heads = {op.input("X")[0] for op in dequant} & set(heads)
-    assert quantized_heads == (set() if "QuantPost" in STRATEGIES[strategy] else set(heads))
+    assert quantized_heads == (set(heads) if strategy == "auto" else set())
     for op in dequant:
         # weights are [in, out]: one scale per output channel, on axis 1
         assert not users[op.output("Y")[0]].attr("trans_y")
