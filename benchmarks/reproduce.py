@@ -310,7 +310,7 @@ def render(results):
     older = [row["task"] for row in results["tasks"]
              if any(k != "base" and m.get("mkl_avx2_on_amd") is None for k, m in row["models"].items())]
     if fixed and older:
-        lines += ["", f"run.py trained and calibrated with MKL's AVX2 kernels (`workarounds.mkl_avx2_on_amd`) for "
+        lines += ["", f"run.py ran with MKL's AVX2 kernels (`workarounds.mkl_avx2_on_amd`) for "
                   f"{', '.join(fixed)}; its times for {', '.join(older)} predate that fix."]
     measured = [k for k in keys[1:] if any(row["models"].get(k, {}).get("peak_rss_mb") for row in results["tasks"])]
     if measured:
