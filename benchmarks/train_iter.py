@@ -10,9 +10,10 @@ reproduce.py prepared is not fine-tuned again), each training strategy of the re
 with each step count, in its own process: pruning + distillation then PTQ (without its
 hyper-parameter search, so that only the training changes: QuantPost as the config sets it), and
 distillation + QAT; and on request distillation + QAT with the pooler and classifier quantized too
-(QuantAware.skip_head false: what the shipped configs keep in fp32). The dev metric of each is infer.py --int8's on the whole dev split, as the
-model is deployed; wall time and peak resident memory come from the run.py process. Resumable:
-finished runs are kept in <work_dir>/<task>/train_iter.json.
+(QuantAware.skip_head false: the shipped configs keep them fp32). The dev metric of each is
+infer.py --int8's on the whole dev split, as the model is deployed; wall time and peak resident
+memory come from the run.py process. Resumable: finished runs are kept in
+<work_dir>/<task>/train_iter.json.
 """
 import argparse
 import os

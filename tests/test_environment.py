@@ -1,4 +1,5 @@
-"""The pinned set imports in any order, and cli keeps zlib usable after `import paddle`."""
+"""The pinned set imports in any order, cli keeps zlib usable after `import paddle`, and Paddle's MKL takes its
+AVX2 path on an AMD CPU after run.py's set-up."""
 import os
 import subprocess
 import sys
