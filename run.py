@@ -496,9 +496,14 @@ def evaluate_only(gcfg, save_dir, dev_features, collate):
 def main(argv=None):
     args = parse_args(argv)
     cli.setup_logging()
-    if workarounds.mkl_avx2_on_amd():
-        logger.info("AMD CPU: MKL_DEBUG_CPU_TYPE=5, so that Paddle's MKL trains on its AVX2 kernels "
-                    "(workarounds.mkl_avx2_on_amd)")
+    with workarounds.mkl_avx2_on_amd() as fixed:
+        if fixed:
+            logger.info("AMD CPU: MKL_DEBUG_CPU_TYPE=5, so that Paddle's MKL trains on its AVX2 kernels "
+                        "(workarounds.mkl_avx2_on_amd)")
+        return run(args)
+
+
+def run(args):
     gcfg, strategies = load_config(args.config_path, args.model_dir, args.data_dir, args.set)
     logger.info("effective config: %s", json.dumps({"Global": gcfg, **strategies}, default=str))
     task = gcfg["task_name"]

@@ -63,20 +63,22 @@ def test_mkl_avx2_on_amd_sets_the_variable_only_where_it_helps(tmp_path, monkeyp
     monkeypatch.delenv("MKL_DEBUG_CPU_TYPE", raising=False)
     if preset is not None:
         monkeypatch.setenv("MKL_DEBUG_CPU_TYPE", preset)
-    assert workarounds.mkl_avx2_on_amd(str(path)) == (expected is not None and preset is None)
-    assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected
+    with workarounds.mkl_avx2_on_amd(str(path)) as fixed:
+        assert fixed == (expected is not None and preset is None)
+        assert os.environ.get("MKL_DEBUG_CPU_TYPE") == expected
+    assert os.environ.get("MKL_DEBUG_CPU_TYPE") == preset  # processes started afterwards do not inherit it
 
 
-MKL_PATH = ("import ctypes, os, paddle\n"
-            "mkl = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libmklml_intel.so'))\n"
-            "print(mkl.mkl_serv_cpu_detect())\n")  # MKL's code path: 0 generic, 5 AVX2, above it AVX-512
+MKL_PATH = ("    import ctypes, os, paddle\n"
+            "    mkl = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libmklml_intel.so'))\n"
+            "    print(mkl.mkl_serv_cpu_detect())\n")  # MKL's code path: 0 generic, 5 AVX2, above it AVX-512
 
 
 @pytest.mark.skipif("avx2" not in Path("/proc/cpuinfo").read_text(), reason="needs a CPU with AVX2")
 def test_paddles_mkl_takes_its_avx2_kernels_after_run_py_set_up():
     """Paddle's training kernels call its bundled MKL (2019.0.5), which took its generic path on AMD."""
     env = {k: v for k, v in os.environ.items() if k != "MKL_DEBUG_CPU_TYPE"}
-    fixed = subprocess.run([sys.executable, "-c", "import cli, workarounds\nworkarounds.mkl_avx2_on_amd()\n" + MKL_PATH],
+    fixed = subprocess.run([sys.executable, "-c", "import cli, workarounds\nwith workarounds.mkl_avx2_on_amd():\n" + MKL_PATH],
                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     assert int(fixed.stdout.split()[-1]) >= 5
