@@ -84,9 +84,13 @@ def parse_args(argv=None):
 COUNT_KEYS = ("train_iter", "epochs", "eval_iter", "logging_iter", "batch_size", "batch_nums", "batch_num",
               "max_quant_count")
 # Keys run.py adds to PaddleSlim's sections, with their defaults; compress() takes them out before
-# AutoCompression reads the config. smooth_alpha: SmoothQuant before calibration (smooth.py);
-# skip_head: the pooler and classifier stay fp32 (head_weights), in post-training quantization and in QAT.
-OWN_KEYS = {"QuantPost": {"smooth_alpha": None, "skip_head": False}, "QuantAware": {"skip_head": False}}
+# AutoCompression reads the config. smooth_alpha: SmoothQuant (smooth.py) before calibration, or before
+# quantization-aware training; skip_head: the pooler and classifier stay fp32 (head_weights), in both.
+OWN_KEYS = {"QuantPost": {"smooth_alpha": None, "skip_head": False},
+            "QuantAware": {"smooth_alpha": None, "skip_head": False}}
+# Training rows whose activations set the smoothing scales before QAT (a seeded sample): as many as
+# the shipped QuantPost configs calibrate on (40 batches of 8).
+SMOOTH_ROWS = 320
 
 
 def strategy_sections():
@@ -164,10 +168,12 @@ def check_strategy_values(path, sections, config):
                     raise cli.InputError(f"{where} must be a number, got {value!r}{hint}")
                 if isinstance(default, float):
                     body[key] = float(value)  # PaddleSlim takes an int learning_rate for a scheduler dict
-    alpha = (config.get("QuantPost") or {}).get("smooth_alpha")
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
-        raise cli.InputError(f"config {path}: QuantPost.smooth_alpha must be a number from 0 to 1 (or null: no "
-                             f"smoothing), got {alpha!r}")
+    for name in OWN_KEYS:
+        alpha = (config.get(name) or {}).get("smooth_alpha")
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
+                                  or not 0 <= alpha <= 1):
+            raise cli.InputError(f"config {path}: {name}.smooth_alpha must be a number from 0 to 1 (or null: no "
+                                 f"smoothing), got {alpha!r}")
     if (config.get("HyperParameterOptimization") or {}).get("max_quant_count") == 1:
         raise cli.InputError(f"config {path}: HyperParameterOptimization.max_quant_count 1 is PaddleSlim's tester "
                              "mode, which after its one trial may train QAT + distillation instead "
@@ -400,13 +406,15 @@ def check_hpo_dependency(strategies):
                              "pip install -r requirements.txt")
 
 
-def compress(gcfg, strategies, work, train_features, dev_features, collate):
+def compress(gcfg, strategies, work, train_features, dev_features, collate, smooth_rows=()):
     """Run AutoCompression inside `work` (files.Work): the compressed model lands in work.out.
 
     PaddleSlim gets only paths this script made, relative to its working folder in work.root: a
     private copy of the model (AutoCompression rewrites model.pdmodel in place,
     compressor._get_model_info) and its save_dir `out`. workarounds.paddleslim_fixed holds every
     fix for PaddleSlim's and Paddle's bugs.
+
+    smooth_rows are the features QuantAware.smooth_alpha sets its scales on (the same on every rank).
 
     Returns:
         the strategies PaddleSlim ran.
@@ -452,6 +460,7 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
     if skip:
         quant_post["skip_tensor_list"] = skip
     quant_aware = strategies.get("QuantAware") or {}
+    qat_alpha = quant_aware.pop("smooth_alpha", None)
     not_quantized = kept_fp32("QuantAware", quant_aware, program)
     if not_quantized:  # the ops that read them are tagged in the model copy, as Paddle's PTQ tags its skip list
         patterns = quant_aware.get("not_quant_pattern", [SKIP_QUANT])
@@ -459,9 +468,15 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate):
         quant_aware["not_quant_pattern"] = patterns + ([] if SKIP_QUANT in patterns else [SKIP_QUANT])
         with open(os.path.join(scratch, "model", os.path.basename(model_file)), "wb") as f:
             f.write(skip_quant(program, not_quantized).SerializeToString())
+    model_dir = "model"
     with workarounds.paddleslim_fixed(program, scratch, skip) as ran, smooth.before_calibration(alpha, skip):
+        if qat_alpha is not None:  # QAT trains, and distils from, a smoothed copy: the same function in fp32
+            model_dir = smooth.smoothed_copy(  # in the working folder, scratch
+                model_dir, gcfg["model_filename"], gcfg["params_filename"],
+                (feeds for feeds, _ in glue.batches(smooth_rows, gcfg["batch_size"], collate)), qat_alpha,
+                quant_aware.get("quantize_op_types") or smooth.LINEAR_TYPES, not_quantized)
         AutoCompression(
-            model_dir="model", model_filename=gcfg["model_filename"],
+            model_dir=model_dir, model_filename=gcfg["model_filename"],
             params_filename=gcfg["params_filename"], save_dir=os.path.relpath(work.out, scratch),
             config=strategies,
             train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
@@ -529,13 +544,17 @@ def run(args):
     # of the training data, and rank 0 alone evaluates and writes the output.
     rank, world = distributed_rank()
     start = time.perf_counter()
-    train_examples = glue.load_split(task, "train", data_dir)[rank::world]
-    train_features = glue.convert_examples(train_examples, tokenizer, gcfg["max_seq_length"], task,
+    train_examples = glue.load_split(task, "train", data_dir)
+    train_features = glue.convert_examples(train_examples[rank::world], tokenizer, gcfg["max_seq_length"], task,
                                            desc="tokenize train")
+    smooth_rows = []  # a seeded sample of the whole training set, so that every rank smooths alike
+    if (strategies.get("QuantAware") or {}).get("smooth_alpha") is not None:
+        smooth_rows = glue.convert_examples(glue.sample(train_examples, SMOOTH_ROWS, gcfg["seed"]), tokenizer,
+                                            gcfg["max_seq_length"], task, desc="tokenize smoothing rows")
     if rank == 0:
         before, before_path = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate, desc="eval before")
     with files.building(save_dir, "run", args.overwrite, rank=rank, world_size=world) as work:
-        ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate)
+        ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate, smooth_rows)
         compress_seconds = time.perf_counter() - start
         if rank != 0:
             logger.info("rank %d of %d done; rank 0 writes %s", rank, world, save_dir)

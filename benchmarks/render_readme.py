@@ -4,7 +4,7 @@
 
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
 short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2, latency,
-latency/avx2, ptq_diagnostic); the full tables are in each benchmark's RESULTS.md.
+latency/avx2, ptq_diagnostic, train_iter/sts-b); the full tables are in each benchmark's RESULTS.md.
 """
 import argparse
 import functools
@@ -21,12 +21,13 @@ import common  # noqa: E402  (puts the repository root on sys.path, loads the sy
 import bench_latency  # noqa: E402
 import ptq_diagnostic  # noqa: E402
 import reproduce  # noqa: E402
+import train_iter  # noqa: E402
 
 # results folder under benchmarks/ -> its short renderer (<name>/avx2: the benchmark on an AVX2-only CPU)
 RENDERERS = {"reproduce": reproduce.headline,
              "reproduce/avx2": functools.partial(reproduce.headline, folder="reproduce/avx2"),
              "latency": bench_latency.summary, "latency/avx2": bench_latency.summary,
-             "ptq_diagnostic": ptq_diagnostic.summary}
+             "ptq_diagnostic": ptq_diagnostic.summary, "train_iter/sts-b": train_iter.summary}
 
 
 def block(name):

@@ -84,6 +84,14 @@ class Steps:
         return result
 
 
+def shipped_config(task, key):
+    """The config a strategy runs, as configs/ ships it for the task."""
+    import yaml
+
+    with open(os.path.join(ROOT, "configs", STRATEGIES[key]["config"].format(task=task))) as f:
+        return yaml.safe_load(f)
+
+
 def strategy_config(task, key, work_dir, train_iter, drop=()):
     """The shipped config of the strategy, minus the sections it and `drop` leave out, in work_dir.
 
@@ -93,8 +101,7 @@ def strategy_config(task, key, work_dir, train_iter, drop=()):
     import yaml
 
     strategy = STRATEGIES[key]
-    with open(os.path.join(ROOT, "configs", strategy["config"].format(task=task))) as f:
-        config = yaml.safe_load(f)
+    config = shipped_config(task, key)
     for section in list(strategy["drop"]) + list(drop):
         config.pop(section, None)
     path = os.path.join(work_dir, f"{key}.yaml")

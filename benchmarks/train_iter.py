@@ -1,21 +1,22 @@
 """How many training steps distillation needs: dev metric against TrainConfig.train_iter, one task.
 
     python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sst-2 --train_iters 40 120 360
-    python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sts-b --train_iters 60 \
-        --strategies distill_qat distill_qat_head_int8 --save_dir benchmarks/train_iter/sts-b
+    python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sts-b --train_iters 60 --strategies distill_qat \
+        distill_qat_unsmoothed distill_qat_head_fp32 distill_qat_no_pact --save_dir benchmarks/train_iter/sts-b
     python benchmarks/train_iter.py --render_only        # RESULTS.md from results.json
 
 On the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work folder, so a task
 reproduce.py prepared is not fine-tuned again), each training strategy of the reproduction runs
 with each step count, in its own process: pruning + distillation then PTQ (without its
 hyper-parameter search, so that only the training changes: QuantPost as the config sets it), and
-distillation + QAT; and on request distillation + QAT with the pooler and classifier quantized too
-(QuantAware.skip_head false: the shipped configs keep them fp32). The dev metric of each is
+distillation + QAT; and on request variants of distillation + QAT that change one QuantAware value
+of the shipped config (see STRATEGIES), each in a column of its own. The dev metric of each is
 infer.py --int8's on the whole dev split, as the model is deployed; wall time and peak resident
 memory come from the run.py process. Resumable: finished runs are kept in
 <work_dir>/<task>/train_iter.json.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -28,43 +29,62 @@ import glue  # noqa: E402
 import reproduce  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "train_iter")
-# key -> the reproduction's strategy it runs, the config sections left out, --set overrides, its column
+# The QuantAware values that tell distill + QAT runs apart, with the defaults of run.py and PaddleSlim.
+QAT_FIELDS = {"smooth_alpha": None, "skip_head": False, "use_pact": False}
+# key -> the reproduction's strategy it runs, the config sections left out, QuantAware values that differ from
+# the shipped config's, its column
 STRATEGIES = {
-    "prune_ptq": ("prune_ptq", ["HyperParameterOptimization"], [], reproduce.STRATEGIES["prune_ptq"]["label"]),
-    "distill_qat": ("distill_qat", [], [], reproduce.STRATEGIES["distill_qat"]["label"]),
-    "distill_qat_head_int8": ("distill_qat", [], ["QuantAware.skip_head=false"],
-                              "distill + QAT, pooler + classifier int8 too"),
+    "prune_ptq": ("prune_ptq", ["HyperParameterOptimization"], {}, reproduce.STRATEGIES["prune_ptq"]["label"]),
+    "distill_qat": ("distill_qat", [], {}, reproduce.STRATEGIES["distill_qat"]["label"]),
+    "distill_qat_unsmoothed": ("distill_qat", [], {"smooth_alpha": None},
+                               "distill + QAT, not smoothed (the document's QuantAware)"),
+    "distill_qat_head_fp32": ("distill_qat", [], {"smooth_alpha": None, "skip_head": True},
+                              "distill + QAT, not smoothed, pooler + classifier fp32"),
+    "distill_qat_no_pact": ("distill_qat", [], {"smooth_alpha": None, "use_pact": False},
+                            "distill + QAT, not smoothed, no PACT"),
 }
+
+
+def quant_aware(task, key):
+    """The QAT_FIELDS values of a distill + QAT variant: the shipped config's, then the variant's."""
+    config = reproduce.shipped_config(task, "distill_qat").get("QuantAware") or {}
+    return {k: STRATEGIES[key][2].get(k, config.get(k, default)) for k, default in QAT_FIELDS.items()}
 
 
 def run_one(task, key, train_iter, base, work, data):
     """One strategy at one step count: run.py, then infer.py --int8 on the whole dev split."""
     folder = os.path.join(work, "train_iter", f"{key}_{train_iter}")
     os.makedirs(folder, exist_ok=True)
-    strategy, drop, extra, _ = STRATEGIES[key]
+    strategy, drop, values, _ = STRATEGIES[key]
     config, sets = reproduce.strategy_config(task, strategy, folder, train_iter, drop=drop)
-    sets += extra
+    sets += [f"QuantAware.{k}={json.dumps(v)}" for k, v in values.items()]
     out = os.path.join(folder, "model")
     compressed = reproduce.compress(config, base, out, data + [a for s in sets for a in ("--set", s)])
     deployed = common.run_infer(task, out, ["--int8", "--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)]
                                 + data, os.path.join(folder, "infer"))
-    return {"metrics": deployed["metrics"], "before": compressed["metrics_before"],
-            "strategies": compressed["strategies"], "compress_seconds": compressed["compress_seconds"],
-            "peak_rss_mb": compressed["peak_rss_mb"], "sets": sets,
-            "skip_head": compressed["config"].get("QuantAware", {}).get("skip_head")}
+    result = {"metrics": deployed["metrics"], "before": compressed["metrics_before"],
+              "strategies": compressed["strategies"], "compress_seconds": compressed["compress_seconds"],
+              "peak_rss_mb": compressed["peak_rss_mb"], "sets": sets}
+    if strategy == "distill_qat":
+        section = compressed["config"]["QuantAware"]
+        result["quant_aware"] = {k: section.get(k, default) for k, default in QAT_FIELDS.items()}
+    return result
 
 
-def column(run):
-    """The strategy a run measured: a distill + QAT run from before QuantAware.skip_head (no such field)
-    quantized the pooler and classifier too."""
-    if run["strategy"] == "distill_qat" and "skip_head" not in run:
-        return "distill_qat_head_int8"
-    return run["strategy"]
+def column(run, task):
+    """The column of a run: for distill + QAT, the variant whose QuantAware values it ran with (runs from
+    before those were recorded ran the document's QuantAware, with the pooler and classifier fp32 where
+    they record skip_head true)."""
+    if not run["strategy"].startswith("distill_qat"):
+        return run["strategy"]
+    ran = run.get("quant_aware") or {**QAT_FIELDS, "use_pact": True, "skip_head": bool(run.get("skip_head"))}
+    return next((k for k, v in STRATEGIES.items() if v[0] == "distill_qat" and quant_aware(task, k) == ran),
+                run["strategy"])
 
 
 def render(results):
     runs = results["runs"]
-    cell = {(column(r), r["train_iter"]): r for r in runs.values()}
+    cell = {(column(r, results["task"]), r["train_iter"]): r for r in runs.values()}
     keys = [k for k in STRATEGIES if any(c == k for c, _ in cell)]
     lines = ["# Distillation: dev metric against training steps", "", common.provenance(results), "",
              f"Task {results['task']} ({results['metric']}), MiniLM fine-tuned and converted as in "
@@ -87,6 +107,20 @@ def render(results):
     if len(runs) < planned:
         lines.append(f"\n{len(runs)} of {planned} runs so far; the same command resumes the rest.")
     lines.append("")
+    return "\n".join(lines)
+
+
+def summary(results):
+    """The README's short table: each run's dev metric and its change, a row per column and step count."""
+    task = results["task"]
+    runs = sorted(results["runs"].values(), key=lambda r: (list(STRATEGIES).index(column(r, task)), r["train_iter"]))
+    base = runs[0]["before"]["headline"]
+    lines = [f"| {task}, deployed with `--int8` | train_iter | {results['metric']} (fp32 {100 * base:.2f}) |",
+             "|---|---|---|"]
+    for run in runs:
+        metric = run["metrics"]["headline"]
+        lines.append(f"| {STRATEGIES[column(run, task)][3]} | {run['train_iter']} | {100 * metric:.2f} "
+                     f"({100 * (metric - run['before']['headline']):+.2f}) |")
     return "\n".join(lines)
 
 

@@ -116,25 +116,37 @@ def test_strategy_config_keeps_the_headline_search_unless_dropped(reproduce, tmp
 def test_train_iter_table(reproduce):
     train_iter = load_benchmark("train_iter")
 
-    def run(key, steps, metric, **skip_head):
+    def run(key, steps, metric, **fields):
         return {"strategy": key, "train_iter": steps, "metrics": {"headline": metric}, "before": {"headline": 0.80},
-                "compress_seconds": 100.0 * steps, **skip_head}
+                "compress_seconds": 100.0 * steps, **fields}
 
+    shipped = train_iter.quant_aware("sst-2", "distill_qat")
+    assert shipped == {"smooth_alpha": 0.75, "skip_head": False, "use_pact": True}  # configs/sst-2.yaml
     text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
-                              "runs": {"prune_ptq_40": run("prune_ptq", 40, 0.78, skip_head=None),
-                                       "distill_qat_40": run("distill_qat", 40, 0.79, skip_head=True),
-                                       "prune_ptq_120": run("prune_ptq", 120, 0.805, skip_head=None)}})
+                              "runs": {"prune_ptq_40": run("prune_ptq", 40, 0.78),
+                                       "distill_qat_40": run("distill_qat", 40, 0.79, quant_aware=shipped),
+                                       "prune_ptq_120": run("prune_ptq", 120, 0.805)}})
     assert "| train_iter | prune + distill, then PTQ | distill + QAT |" in text
     assert "| 40 | 78.00 (-2.00), 4000 s | 79.00 (-1.00), 4000 s |" in text
     assert "| 120 | 80.50 (+0.50), 12000 s | – |" in text
     assert "Machine: test cpu" in text
-    # a distill + QAT run from before QuantAware.skip_head quantized the pooler and classifier: its own column
-    text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
-                              "runs": {"distill_qat_40": run("distill_qat", 40, 0.79),
-                                       "distill_qat_head_int8_120": run("distill_qat_head_int8", 120, 0.78,
-                                                                        skip_head=False)}})
-    assert "| train_iter | distill + QAT, pooler + classifier int8 too |" in text
-    assert "| 40 | 79.00 (-1.00), 4000 s |" in text and "| 120 | 78.00 (-2.00), 12000 s |" in text
+    # each run in the column of the QuantAware values it ran with, whatever it was named; runs from before
+    # those were recorded ran the document's QuantAware (pooler and classifier fp32 where skip_head is true)
+    text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc", "runs": {
+        "distill_qat_40": run("distill_qat", 40, 0.79),
+        "distill_qat_60": run("distill_qat", 60, 0.77, skip_head=True),
+        "distill_qat_no_pact_120": run("distill_qat_no_pact", 120, 0.78,
+                                       quant_aware={**shipped, "smooth_alpha": None, "use_pact": False})}})
+    assert ("| train_iter | distill + QAT, not smoothed (the document's QuantAware) | distill + QAT, not smoothed, "
+            "pooler + classifier fp32 | distill + QAT, not smoothed, no PACT |") in text
+    assert "| 40 | 79.00 (-1.00), 4000 s | – | – |" in text and "| 60 | – | 77.00 (-3.00), 6000 s | – |" in text
+    assert "| 120 | – | – | 78.00 (-2.00), 12000 s |" in text
+    # the README's short table: a row per column and step count, in STRATEGIES' order
+    assert train_iter.summary({"task": "sts-b", "metric": "pearson", "runs": {
+        "b": run("distill_qat_unsmoothed", 60, 0.79), "a": run("distill_qat", 60, 0.805, quant_aware=shipped)}}) == (
+        "| sts-b, deployed with `--int8` | train_iter | pearson (fp32 80.00) |\n|---|---|---|\n"
+        "| distill + QAT | 60 | 80.50 (+0.50) |\n"
+        "| distill + QAT, not smoothed (the document's QuantAware) | 60 | 79.00 (-1.00) |")
 
 
 @pytest.mark.parametrize("script", ["reproduce.py", "ptq_diagnostic.py", "train_iter.py", "finetune.py",

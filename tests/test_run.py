@@ -82,6 +82,7 @@ def test_shipped_configs_are_valid(trace_model):
     (lambda c: c["Global"].update(eval_samples="all"), "Global.eval_samples must be a positive integer, got 'all'"),
     (lambda c: c["Global"].update(seed=-1), "Global.seed must be an integer >= 0, got -1"),
     (lambda c: c.update(QuantPost={"smooth_alpha": 2}), "QuantPost.smooth_alpha must be a number from 0 to 1"),
+    (lambda c: c.update(QuantAware={"smooth_alpha": True}), "QuantAware.smooth_alpha must be a number from 0 to 1"),
     (lambda c: c.update(QuantPost={"skip_head": "yes"}), "QuantPost.skip_head must be true or false, got 'yes'"),
     (lambda c: c.update(QuantAware={"skip_head": 1}), "QuantAware.skip_head must be true or false, got 1"),
     (lambda c: c.update(QuantPost={}, HyperParameterOptimization={"max_quant_count": 1}),

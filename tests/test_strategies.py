@@ -20,10 +20,11 @@ TRAIN = {"train_iter": 3, "eval_iter": 1000, "learning_rate": 1.0e-5, "logging_i
 QUANT_POST = {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "smooth_alpha": 0.75,
               "skip_head": True}
 STRATEGIES = {
-    # the document's configs/<task>.yaml, with run.py's QuantAware.skip_head on (the shipped ones leave it off)
+    # the document's configs/<task>.yaml, with run.py's QuantAware.smooth_alpha and skip_head on
     "distill_qat": {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
                     "QuantAware": {"use_pact": True, "activation_quantize_type": "moving_average_abs_max",
-                                   "quantize_op_types": ["matmul", "matmul_v2"], "skip_head": True},
+                                   "quantize_op_types": ["matmul", "matmul_v2"], "smooth_alpha": 0.75,
+                                   "skip_head": True},
                     "TrainConfig": TRAIN},
     # the headline: configs/<task>_prune_ptq.yaml
     "prune_ptq_hpo": {"TransformerPrune": {"pruned_ratio": 0.25}, "Distillation": {"alpha": 1.0, "loss": "l2"},
@@ -92,9 +93,9 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     # scale op in-place, and PTQ then failed on a cycle: workarounds.names_after)
     assert not [op.type for op in block.ops if set(op.input_arg_names) & set(op.output_arg_names)]
     smoothed = [op for op in block.ops if op.type == "elementwise_mul" and op.input("Y")[0].endswith(".smooth_inverse")]
-    # QuantPost.smooth_alpha: q/k/v, attention output, FFN in and out of each layer; with skip_head
-    # the pooler and classifier are neither smoothed nor quantized
-    assert len(smoothed) == (4 * 2 if "QuantPost" in STRATEGIES[strategy] else 0)
+    # smooth_alpha (QuantPost, QuantAware): q/k/v, attention output, FFN in and out of each layer;
+    # with skip_head the pooler and classifier are neither smoothed nor quantized
+    assert len(smoothed) == (0 if strategy == "auto" else 4 * 2)
     users = {op.input("Y")[0]: op for op in block.ops if op.type == "matmul_v2"}
     # every strategy here ends in quantization (its last stage: quant_post, ptq_hpo or qat_dis)
     dequant = [op for op in block.ops if op.type == "dequantize_linear" and op.output("Y")[0] in users
