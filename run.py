@@ -406,7 +406,7 @@ def check_hpo_dependency(strategies):
                              "pip install -r requirements.txt")
 
 
-def compress(gcfg, strategies, work, train_features, dev_features, collate, smooth_rows=()):
+def compress(gcfg, strategies, work, train_features, dev_features, collate, smooth_rows):
     """Run AutoCompression inside `work` (files.Work): the compressed model lands in work.out.
 
     PaddleSlim gets only paths this script made, relative to its working folder in work.root: a

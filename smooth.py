@@ -1,4 +1,4 @@
-"""SmoothQuant before post-training quantization: move activation outliers into the weights.
+"""SmoothQuant before quantization (post-training, or aware training): move activation outliers into the weights.
 
 A fine-tuned BERT's LayerNorm outputs carry one channel about 20 times larger than the rest (about
 30 against a median channel of 1.6 in the MiniLM of benchmarks/reproduce), and the GELU outputs
@@ -10,7 +10,8 @@ SmoothQuant, 2023): the product is the same in fp32, and x/s has no outlier chan
 
 The division is an elementwise_mul op inserted before the layers that read x (they share one
 s), since x also feeds the residual connection and cannot be scaled where it is made. It runs in
-fp32 beside the int8 layers.
+fp32 beside the int8 layers. run.py applies it through before_calibration (QuantPost) or to its
+copy of the model before QAT (smoothed_copy).
 """
 import contextlib
 import itertools
