@@ -236,9 +236,10 @@ def goal_lines(results, keys, labels, how="paddle"):
         rows = [row for row in results["tasks"] if k in row["models"]]
         if len(rows) < n:
             continue
-        changes = [round(100 * (deployed(row["models"][k], how)["headline"]
-                                - row["models"]["base"]["metrics"]["headline"]), 2) for row in rows]
-        average = round(sum(changes) / n, 2)
+        exact = [100 * (deployed(row["models"][k], how)["headline"] - row["models"]["base"]["metrics"]["headline"])
+                 for row in rows]
+        changes = [round(c, 2) for c in exact]
+        average = round(sum(exact) / n, 2)  # as the headline table computes it
         worst = min(zip(changes, (row["task"] for row in rows)))
         speedups = [row["models"]["base"]["perf"]["32"]["p50_ms"] / row["models"][k]["perf"]["32"]["p50_ms"]
                     for row in rows if "32" in row["models"][k].get("perf", {})]
