@@ -45,10 +45,11 @@ STRATEGIES = {
 }
 
 
-def quant_aware(task, key):
-    """The QAT_FIELDS values of a distill + QAT variant: the shipped config's, then the variant's."""
+def qat_variants(task):
+    """{distill + QAT key: the QAT_FIELDS values it runs with}: the shipped config's, then the variant's."""
     config = reproduce.shipped_config(task, "distill_qat").get("QuantAware") or {}
-    return {k: STRATEGIES[key][2].get(k, config.get(k, default)) for k, default in QAT_FIELDS.items()}
+    return {key: {k: values.get(k, config.get(k, default)) for k, default in QAT_FIELDS.items()}
+            for key, (strategy, _, values, _) in STRATEGIES.items() if strategy == "distill_qat"}
 
 
 def run_one(task, key, train_iter, base, work, data):
@@ -71,20 +72,20 @@ def run_one(task, key, train_iter, base, work, data):
     return result
 
 
-def column(run, task):
-    """The column of a run: for distill + QAT, the variant whose QuantAware values it ran with (runs from
-    before those were recorded ran the document's QuantAware, with the pooler and classifier fp32 where
-    they record skip_head true)."""
+def column(run, variants):
+    """The column of a run: for distill + QAT, the variant (qat_variants) whose QuantAware values it ran
+    with (runs from before those were recorded ran the document's QuantAware, with the pooler and
+    classifier fp32 where they record skip_head true)."""
     if not run["strategy"].startswith("distill_qat"):
         return run["strategy"]
     ran = run.get("quant_aware") or {**QAT_FIELDS, "use_pact": True, "skip_head": bool(run.get("skip_head"))}
-    return next((k for k, v in STRATEGIES.items() if v[0] == "distill_qat" and quant_aware(task, k) == ran),
-                run["strategy"])
+    return next((k for k, v in variants.items() if v == ran), run["strategy"])
 
 
 def render(results):
     runs = results["runs"]
-    cell = {(column(r, results["task"]), r["train_iter"]): r for r in runs.values()}
+    variants = qat_variants(results["task"])
+    cell = {(column(r, variants), r["train_iter"]): r for r in runs.values()}
     keys = [k for k in STRATEGIES if any(c == k for c, _ in cell)]
     lines = ["# Distillation: dev metric against training steps", "", common.provenance(results), "",
              f"Task {results['task']} ({results['metric']}), MiniLM fine-tuned and converted as in "
@@ -112,14 +113,15 @@ def render(results):
 
 def summary(results):
     """The README's short table: each run's dev metric and its change, a row per column and step count."""
-    task = results["task"]
-    runs = sorted(results["runs"].values(), key=lambda r: (list(STRATEGIES).index(column(r, task)), r["train_iter"]))
-    base = runs[0]["before"]["headline"]
-    lines = [f"| {task}, deployed with `--int8` | train_iter | {results['metric']} (fp32 {100 * base:.2f}) |",
-             "|---|---|---|"]
-    for run in runs:
+    variants = qat_variants(results["task"])
+    runs = sorted(((column(r, variants), r) for r in results["runs"].values()),
+                  key=lambda kr: (list(STRATEGIES).index(kr[0]), kr[1]["train_iter"]))
+    base = runs[0][1]["before"]["headline"]
+    lines = [f"| {results['task']}, deployed with `--int8` | train_iter | {results['metric']} "
+             f"(fp32 {100 * base:.2f}) |", "|---|---|---|"]
+    for key, run in runs:
         metric = run["metrics"]["headline"]
-        lines.append(f"| {STRATEGIES[column(run, task)][3]} | {run['train_iter']} | {100 * metric:.2f} "
+        lines.append(f"| {STRATEGIES[key][3]} | {run['train_iter']} | {100 * metric:.2f} "
                      f"({100 * (metric - run['before']['headline']):+.2f}) |")
     return "\n".join(lines)
 

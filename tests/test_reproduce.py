@@ -120,7 +120,7 @@ def test_train_iter_table(reproduce):
         return {"strategy": key, "train_iter": steps, "metrics": {"headline": metric}, "before": {"headline": 0.80},
                 "compress_seconds": 100.0 * steps, **fields}
 
-    shipped = train_iter.quant_aware("sst-2", "distill_qat")
+    shipped = train_iter.qat_variants("sst-2")["distill_qat"]
     assert shipped == {"smooth_alpha": 0.75, "skip_head": False, "use_pact": True}  # configs/sst-2.yaml
     text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
                               "runs": {"prune_ptq_40": run("prune_ptq", 40, 0.78),
