@@ -295,9 +295,13 @@ def render(results):
                      + " evaluated a seeded dev sample during training (`Global.eval_samples`).")
     lines += [""] + goal_lines(results, keys[1:], labels)
     if any(row["models"].get(k, {}).get("metrics_openvino") for row in results["tasks"] for k in keys):
+        import predictors
+
+        bits = ("8-bit weights: this CPU has VNNI or AMX" if predictors.has_int8_dot_product(set(results["machine"]["isa"]))
+                else "7-bit weights on a CPU without VNNI or AMX, as `--int8` does there")
         lines += ["", "## Dev metric as OpenVINO deploys the compressed models (`--backend openvino --int8`)", "",
-                  "The same int8 models in the peer runtime (7-bit weights on a CPU without VNNI or AMX, as "
-                  "`--int8` does there). The base column is the fp32 model of the table above.", ""]
+                  f"The same int8 models in the peer runtime ({bits}). The base column is the fp32 model of the "
+                  "table above.", ""]
         lines += dev_table(results, keys, labels, "openvino") + [""] + goal_lines(results, keys[1:], labels, "openvino")
     lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
               "| task | batch | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
@@ -341,7 +345,7 @@ def headline(results, folder="reproduce"):
     trained = any(k not in ("base", "ptq") for r in tasks for k in r["models"])  # PTQ alone does not train
     lines = [f"MiniLM fine-tuned on {tasks_count(len(tasks), 'GLUE ')} ({', '.join(r['task'] for r in tasks)}), "
              + (f"each strategy trained {results['settings']['train_iter']} steps; " if trained else "")
-             + f"{results['machine']['cpu']}, "
+             + f"{results['machine']['cpu']} ({', '.join(results['machine']['isa'])}), "
              f"{results['machine']['cores']} cores; dev metric as `infer.py` deploys each model, latency p50 at "
              "sequence length 128:", "",
              "| strategy | average dev metric: base → compressed | worst task | speed-up, batch 1 / 32 (median) "

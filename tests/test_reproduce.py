@@ -50,13 +50,14 @@ def test_headline_names_the_training_only_where_a_strategy_trains(reproduce):
     results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0))
     results["settings"]["train_iter"] = 60
     text = reproduce.headline(results)
-    assert text.startswith("MiniLM fine-tuned on 2 GLUE tasks (sst-2, rte), each strategy trained 60 steps; test cpu")
+    assert text.startswith("MiniLM fine-tuned on 2 GLUE tasks (sst-2, rte), each strategy trained 60 steps; test cpu "
+                           "(avx2), 2 cores;")
     assert "| prune + distill, then PTQ (2 tasks) | 70.00 → 69.50 (-0.50) | sst-2 -1.00 | 4.00× | not measured |" in text
     assert "[benchmarks/reproduce/RESULTS.md](benchmarks/reproduce/RESULTS.md)" in text
     row = task_row("sts-b", 0.80, 0.79, 0.81, 400.0)
     row["models"] = {"base": row["models"]["base"], "ptq": {**row["models"]["prune_ptq"], "peak_rss_mb": 2048.0}}
     text = reproduce.headline(results_of(row), folder="reproduce/avx2")
-    assert text.startswith("MiniLM fine-tuned on 1 GLUE task (sts-b), test cpu, 2 cores;")
+    assert text.startswith("MiniLM fine-tuned on 1 GLUE task (sts-b), test cpu (avx2), 2 cores;")
     assert "| PTQ (1 task) | 80.00 → 79.00 (-1.00) | sts-b -1.00 | 4.00× | 2.0 GiB at most |" in text
     assert "[benchmarks/reproduce/avx2/RESULTS.md](benchmarks/reproduce/avx2/RESULTS.md)" in text
 
@@ -72,6 +73,9 @@ def test_render_judges_openvino_where_measured(reproduce):
     assert "| sst-2 | acc | 800 of 2490 | 80.00 | 80.00 | 79.90 | 78.00 |" in table
     assert "- prune + distill, then PTQ: average -0.10 points, worst sst-2 -0.10: accuracy met;" in table
     assert "- prune + distill, then PTQ: average -1.00 points" in text.split("## Dev metric as OpenVINO")[0]
+    assert "(7-bit weights on a CPU without VNNI or AMX" in table
+    results["machine"]["isa"] += ["avx512f", "avx512_vnni"]
+    assert "(8-bit weights: this CPU has VNNI or AMX)" in reproduce.render(results)
 
 
 def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
