@@ -17,6 +17,7 @@ import ctypes
 import functools
 import gc
 import logging
+import os
 
 import cli
 import workarounds
@@ -155,7 +156,7 @@ def has_int8_dot_product(flags=None):
 
 @functools.cache
 def onednn_weight_bits():
-    """The bits oneDNN's int8 weights get on this CPU (workarounds.exact_weight_scales): 7 on an x86 CPU
+    """The bits oneDNN's int8 weights get on this CPU (workarounds.onednn_fc_weight_scales): 7 on an x86 CPU
     without VNNI/AMX, whose kernels would saturate on 8 (said once per process), else 8."""
     flags = cpu_flags()
     if "avx2" in flags and not has_int8_dot_product(flags):
@@ -166,17 +167,40 @@ def onednn_weight_bits():
     return 8
 
 
-def cpu_config(model, threads, mkldnn=True, int8_ops=None):
-    """A CPU paddle.inference.Config: IR passes on, oneDNN unless mkldnn=False.
+def optimized_int8_model(model, threads, int8_ops):
+    """A quantized model as Paddle's oneDNN int8 passes turn it into int8 kernels, with each int8 fc's
+    weight scales set right: (program bytes, params bytes), to run without passes (cpu_config).
 
-    int8_ops: None for fp32; else the op types oneDNN runs in int8 (an empty set: every op with
-    scales), the quantized model edited first (workarounds.for_onednn_int8).
+    The model (a path prefix, or bytes) is edited in memory (workarounds.for_onednn_int8), a
+    predictor runs the passes on it once and saves what they made (enable_save_optim_model, in a
+    temporary folder of its own), and that program gets the fix the passes need
+    (workarounds.onednn_fc_weight_scales, with onednn_weight_bits).
     """
+    import tempfile
+
     from paddle import inference
 
-    if int8_ops is not None:
-        model = edited_model(model, functools.partial(workarounds.for_onednn_int8, weight_bits=onednn_weight_bits()))
-        release_freed_memory()  # the edit's scope
+    edited = edited_model(model, workarounds.for_onednn_int8)
+    release_freed_memory()  # the edit's scope
+    with tempfile.TemporaryDirectory(prefix="onednn-int8-") as folder:
+        config = model_config(edited, threads)
+        config.enable_mkldnn()
+        config.enable_mkldnn_int8(set(int8_ops))  # folds the model's Q/DQ ops into int8 kernels
+        config.switch_ir_optim(True)
+        config.set_optim_cache_dir(folder)
+        config.enable_save_optim_model(True)
+        del edited
+        inference.create_predictor(config)  # writes _optimized.pdmodel / .pdiparams into the folder
+        optimized = read_model(os.path.join(folder, "_optimized.pdmodel"), os.path.join(folder, "_optimized.pdiparams"))
+    fixed = edited_model(optimized, functools.partial(workarounds.onednn_fc_weight_scales, weight_bits=onednn_weight_bits()))
+    release_freed_memory()  # the passes' predictor and the edit's scope
+    return fixed
+
+
+def model_config(model, threads):
+    """A CPU paddle.inference.Config of a model (a path prefix, or (program, params) bytes) with `threads` threads."""
+    from paddle import inference
+
     if isinstance(model, str):
         config = inference.Config(model + ".pdmodel", model + ".pdiparams")
     else:
@@ -185,13 +209,23 @@ def cpu_config(model, threads, mkldnn=True, int8_ops=None):
     config.disable_glog_info()
     config.disable_gpu()
     config.set_cpu_math_library_num_threads(threads)
+    return config
+
+
+def cpu_config(model, threads, mkldnn=True, int8_ops=None):
+    """A CPU paddle.inference.Config: oneDNN unless mkldnn=False, Paddle's IR passes on.
+
+    int8_ops: None for fp32; else the op types oneDNN runs in int8 (an empty set: every op with
+    scales): the model as optimized_int8_model makes it, which has had its passes already.
+    """
+    if int8_ops is not None:
+        model = optimized_int8_model(model, threads, int8_ops)
+    config = model_config(model, threads)
     if mkldnn:
         config.enable_mkldnn()
-        if int8_ops is not None:  # folds the model's Q/DQ ops into int8 kernels
-            config.enable_mkldnn_int8(set(int8_ops))
     else:
         config.disable_mkldnn()
-    config.switch_ir_optim(True)
+    config.switch_ir_optim(int8_ops is None)
     config.enable_memory_optim()
     return config
 

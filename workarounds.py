@@ -2,7 +2,8 @@
 
     with workarounds.paddleslim_fixed(program, scratch, skip_tensor_list):    # run.py
         AutoCompression(model_dir="model", ...).compress()
-    predictors.edited_model(model, workarounds.for_onednn_int8)              # int8 on oneDNN
+    predictors.optimized_int8_model(model, threads, int8_ops)                # int8 on oneDNN: for_onednn_int8,
+                                                                             # then onednn_fc_weight_scales
 
 Each fix says the symptom, the upstream file, and what it does. `paddleslim_fixed` applies every
 fix AutoCompression needs and undoes every patch on exit, so a second compression in one process
@@ -432,9 +433,9 @@ def skipped_layers_kept_fp32(block, scope):
         block._remove_op(block.ops.index(quantize))
 
 
-def exact_weight_scales(block, scope, weight_bits=8):
-    """Give oneDNN each int8 linear layer's weight scales per output channel as the model has them
-    (a predictors.edited_model edit, after dequantize_weights).
+def onednn_fc_weight_scales(block, scope, weight_bits=8):
+    """Give each oneDNN int8 fc its weight's scales per output channel, one per column (an edit of
+    the program Paddle's oneDNN int8 passes leave, predictors.optimized_int8_model).
 
     Symptom: a PTQ MiniLM scored 2.2 points of STS-B pearson lower under `infer.py --int8` than its
     fake-quant graph (78.92 against 81.10), most of it in the FFN layers. Paddle 2.6's
@@ -442,67 +443,36 @@ def exact_weight_scales(block, scope, weight_bits=8):
     (ComputeVarScales -> GetScales, axis 0) and reads the [in, out] weight as if it were stored
     [out, in]: output channel i gets the largest of the i-th run of `in` consecutive values, not of
     its column, so oneDNN's weight reorder clips every column whose largest value is larger (a toy
-    fc's int8 output matches that reading exactly). The pass keeps a scale it already has for the
-    weight's name, and quant_dequant_mkldnn_pass records one from a quantize_linear that reads the
-    weight (CollectInputScalesFromQuantize), but only one value per tensor. So each column is
-    divided by its largest value, one scale then fits them all and quantizes each column on the
-    model's own grid (PaddleSlim's per-channel int8 values, exactly), and the layer's output is
-    multiplied back per column in fp32 after its bias (divided first). The quantize_linear feeds
-    the layer so that saving keeps it; the pass removes it before anything runs.
+    fc's int8 output matches that reading exactly). cpu_quantize_pass then writes those scales,
+    times 127, into the fc's Scale_weights attribute. Here, in the program the passes produced
+    (saved with enable_save_optim_model, run afterwards without passes), each int8 fc's
+    Scale_weights becomes 127 / max|W[:, i]| per column i: oneDNN then quantizes each column on the
+    model's own grid (PaddleSlim's per-channel int8 values, exactly), with no op added.
 
     weight_bits 7 (CPUs without VNNI/AMX, whose int8 kernels add pairs of u8*s8 products in 16
-    bits and saturate): the weights get every other step of that grid, as OpenVINO does there.
+    bits and saturate): the weights are moved to every other step of that grid (half to even) and
+    the scales halved, as OpenVINO does there.
     """
     import paddle
 
-    def const(name, value):
-        var = block.create_var(name=name, shape=list(value.shape), dtype="float32", persistable=True)
-        scope.var(name).get_tensor().set(np.asarray(value, dtype=np.float32), paddle.CPUPlace())
-        return var
-
-    producer = {name: op for op in block.ops for name in op.output_arg_names}
-    readers = collections.defaultdict(list)
+    step = 2 ** (8 - weight_bits)
     for op in block.ops:
-        for name in op.input_arg_names:
-            readers[name].append(op)
-    persistable = {v.name for v in block.vars.values() if v.persistable}
-    for op in [op for op in block.ops if op.type in ("matmul", "matmul_v2")]:
-        x, weight, out = op.input("X")[0], op.input("Y")[0], op.output("Out")[0]
-        add = readers[out][0] if len(readers[out]) == 1 and readers[out][0].type == "elementwise_add" else None
-        bias = next((n for n in add.input_arg_names if n in persistable), None) if add else None
-        if (producer.get(x) is None or producer[x].type != "dequantize_linear" or weight not in persistable
-                or bias is None or len(readers[weight]) != 1 or len(readers[bias]) != 1):
-            continue  # not one of oneDNN's int8 fc (a quantized input, a weight, a bias), or shared: left as it is
-        transposed = op.attr("trans_y" if op.type == "matmul_v2" else "transpose_Y")
-        value = np.array(scope.find_var(weight).get_tensor())
-        peak = np.abs(value).max(axis=1 if transposed else 0)
-        peak = np.where(peak > 0, peak, 1.0).astype(np.float32)
-        scope.find_var(weight).get_tensor().set(
-            np.ascontiguousarray(value / (peak[:, None] if transposed else peak[None, :]), dtype=np.float32),
-            paddle.CPUPlace())
-        tensor = scope.find_var(bias).get_tensor()
-        tensor.set(np.array(tensor) / peak, paddle.CPUPlace())
-        out = add.output("Out")[0]
-        rescaled = block.create_var(name=f"{out}.per_channel", shape=block.var(out).shape, dtype=block.var(out).dtype)
-        for reader in block.ops[block.ops.index(add) + 1:]:
-            reader._rename_input(out, rescaled.name)
-        block._insert_op(block.ops.index(add) + 1, type="elementwise_mul",
-                         inputs={"X": [block.var(out)], "Y": [const(f"{weight}.channel_max", peak)]},
-                         outputs={"Out": [rescaled]}, attrs={"axis": -1})
-        # one step of the common grid: 1/127 (8 bits), 2/127 (7 bits)
-        scaled = block.create_var(name=f"{weight}.onednn", shape=block.var(weight).shape, dtype="float32")
-        block._insert_op(block.ops.index(op), type="quantize_linear",
-                         inputs={"X": [block.var(weight)], "Scale": [const(f"{weight}.onednn_scale", np.array(
-                             [2.0 ** (8 - weight_bits)]))], "ZeroPoint": [const(f"{weight}.onednn_zero", np.zeros(1))]},
-                         outputs={"Y": [scaled]}, attrs={"quant_axis": -1, "bit_length": 8})
-        op._rename_input(weight, scaled.name)
+        if op.type != "fc" or not op.has_attr("Scale_weights") or op.attr("mkldnn_data_type") != "int8":
+            continue
+        tensor = scope.find_var(op.input("W")[0]).get_tensor()
+        weight = np.array(tensor)
+        peak = np.abs(weight).max(axis=0)
+        peak = np.where(peak > 0, peak, 1.0)
+        if step > 1:
+            coarse = np.round(np.round(weight * 127 / peak) / step) * step * peak / 127
+            tensor.set(np.ascontiguousarray(coarse, dtype=np.float32), paddle.CPUPlace())
+        op._set_attr("Scale_weights", [float(v) for v in 127.0 / step / peak])
 
 
-def for_onednn_int8(block, scope, weight_bits=8):
-    """The edits a quantized model needs before oneDNN runs it in int8 (predictors.cpu_config)."""
+def for_onednn_int8(block, scope):
+    """The edits a quantized model needs before Paddle's oneDNN int8 passes run it (predictors.optimized_int8_model)."""
     skipped_layers_kept_fp32(block, scope)
     dequantize_weights(block, scope)
-    exact_weight_scales(block, scope, weight_bits)
 
 
 @contextlib.contextmanager

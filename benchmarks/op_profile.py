@@ -116,12 +116,10 @@ def render(results):
     lines.append("| **wall** | " + " | ".join(
         f"{models[k]['wall_ms']:.1f}" + (f" ({base / models[k]['wall_ms']:.2f}×)" if base else "") for k in keys) + " |")
     if any(m["precision"] == "int8" for m in models.values()):
-        lines += ["", "What the int8 models run besides their fc ops: `quantize` (each int8 layer's input, from fp32); "
-                  "`elementwise_mul`, one after each int8 fc (its output times its weight's per-channel scales, "
-                  "workarounds.exact_weight_scales, as Paddle 2.6 would otherwise misread those scales) and one "
-                  "before each smoothed layer group (smooth.py); and `gelu` on its own, which the fp32 model fuses "
-                  "into its fc (the rescaling mul sits between them). The attention matmuls (`fused_matmul`) and "
-                  "softmax stay fp32 in every model."]
+        lines += ["", "What the int8 models run besides their fc ops: `quantize` (the input of each group of int8 "
+                  "layers, from fp32) and `elementwise_mul` (smooth.py's division of that input, where the model "
+                  "was smoothed). The attention matmuls (`fused_matmul`), softmax and LayerNorm stay fp32 in every "
+                  "model."]
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +129,7 @@ def parse_args(argv=None):
     parser.add_argument("--task", type=glue.task_arg, default="sts-b", help="whose models (reproduce.py's work folder) to profile")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_seq_length", type=int, default=reproduce.SEQ, help="the models' sequence length")
-    parser.add_argument("--runs", type=int, default=10, help="batches timed, and as many profiled")
+    parser.add_argument("--runs", type=int, default=20, help="batches timed, and as many profiled")
     parser.add_argument("--cpu_threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--profile_one", help=argparse.SUPPRESS)  # internal: one model, JSON to stdout
     return parser.parse_args(argv)

@@ -21,7 +21,7 @@ one thing at a time, each run in its own process.
 
 The dev metric of each is run.py's own after-metric, measured as `infer.py --int8` deploys the
 model (oneDNN int8 linear layers), on the whole dev split; a run finished before the fix for
-Paddle's fc weight scales (workarounds.exact_weight_scales) has its saved model scored again.
+Paddle's fc weight scales (workarounds.onednn_fc_weight_scales) has its saved model scored again.
 Wall time and peak resident memory come from each process (wait4). Resumable: finished runs are
 kept in <work_dir>/<task>/ptq_diagnostic.json.
 """
@@ -154,7 +154,7 @@ def run_task(task, args, save):
         folder = folder_of(work, name)
         run = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder, data)})
         infer = ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data
-        if "int8_weight_bits" not in run["evaluated_with"]:  # scored before workarounds.exact_weight_scales
+        if "int8_weight_bits" not in run["evaluated_with"]:  # scored before workarounds.onednn_fc_weight_scales
             deployed = done.run(f"{name}, int8 scored again", lambda: common.run_infer(
                 task, folder, infer + ["--int8"], folder + "_int8"))
             run = {**run, "metrics_before_weight_scale_fix": run["metrics"], "metrics": deployed["metrics"],
@@ -205,7 +205,7 @@ def render(results):
              "from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
              "group of layers with algo avg (no smoothing) and keep the others in fp32. Dev metric of the "
              "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
-             "layers; runs finished before the fix for Paddle's fc weight scales, workarounds.exact_weight_scales, "
+             "layers; runs finished before the fix for Paddle's fc weight scales, workarounds.onednn_fc_weight_scales, "
              "had their saved model scored again, and results.json keeps their old score as "
              "`metrics_before_weight_scale_fix`); change against the fp32 model in points; wall time and peak "
              "resident memory of the "

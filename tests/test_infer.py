@@ -268,7 +268,7 @@ def save_toy_quantized_fc(prefix, seed=0, rows=24, inputs=16, outputs=40):
 def test_cpu_int8_quantizes_each_weight_column_on_its_own_scale(tmp_path, monkeypatch, weight_bits):
     """The workaround for Paddle 2.6's compute_propagate_scales_mkldnn_pass, which takes an fc weight's
     per-output-channel scales from runs of consecutive values instead of its columns: oneDNN's int8
-    layer now computes the quantized model's int8 arithmetic exactly."""
+    layer now computes the quantized model's int8 arithmetic exactly, as one fc op (no op added)."""
     prefix = str(tmp_path / "model")
     x, q, w_scale, bias = save_toy_quantized_fc(prefix)
     step = 2 ** (8 - weight_bits)  # 7 bits: every other value of each column's int8 grid (numpy rounds half to even, as oneDNN)
@@ -278,7 +278,12 @@ def test_cpu_int8_quantizes_each_weight_column_on_its_own_scale(tmp_path, monkey
         pytest.skip("8-bit weights saturate this CPU's int8 kernels (no VNNI/AMX)")
     fixed = predictors.cpu_predictor(prefix, int8_ops=["fc"])({"x": x})
     np.testing.assert_allclose(fixed, exact, rtol=1e-4, atol=1e-4)
-    monkeypatch.setattr(workarounds, "exact_weight_scales", lambda *args, **kwargs: None)
+    from paddle.base.proto import framework_pb2
+
+    program = framework_pb2.ProgramDesc.FromString(predictors.optimized_int8_model(prefix, 1, ["fc"])[0])
+    types = [op.type for op in program.blocks[0].ops]
+    assert types.count("fc") == 1 and "elementwise_mul" not in types
+    monkeypatch.setattr(workarounds, "onednn_fc_weight_scales", lambda *args, **kwargs: None)
     unfixed = predictors.cpu_predictor(prefix, int8_ops=["fc"])({"x": x})
     assert np.abs(unfixed - exact).max() > 100 * np.abs(fixed - exact).max() + 0.1
 

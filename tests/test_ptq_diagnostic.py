@@ -23,16 +23,12 @@ def quantized_weights(model_file):
             for arg in op.inputs if arg.parameter == "X" for n in arg.arguments if n in persistable}
 
 
-def int8_fc_weights(model_prefix, cache_dir):
+def int8_fc_weights(model_prefix):
     """The weights of the fc ops oneDNN runs in int8 when infer.py --int8 deploys the model."""
-    from paddle import inference
+    from paddle.base.proto import framework_pb2
 
-    config = predictors.cpu_config(predictors.read_model(model_prefix + ".pdmodel", model_prefix + ".pdiparams"), 1,
-                                   int8_ops={"fc"})
-    config.enable_save_optim_model(True)
-    config.set_optim_cache_dir(str(cache_dir))
-    inference.create_predictor(config)
-    block = files.read_program(os.path.join(cache_dir, "_optimized.pdmodel")).blocks[0]
+    program = predictors.optimized_int8_model(model_prefix, 1, {"fc"})[0]
+    block = framework_pb2.ProgramDesc.FromString(program).blocks[0]
     return {arg.arguments[0] for op in block.ops if op.type == "fc"
             and any(a.name == "mkldnn_data_type" and a.s == "int8" for a in op.attrs)
             for arg in op.inputs if arg.parameter == "W"}
@@ -82,7 +78,7 @@ def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
     weights = set(groups["encoder layer 0"][:6])  # its linear layers; the last two are attention matmuls
     assert quantized_weights(str(tmp_path / "out" / "model.pdmodel")) == weights
     # ... and deployed with --int8, those layers alone run in int8 (workarounds.skipped_layers_kept_fp32)
-    assert int8_fc_weights(str(tmp_path / "out" / "model"), tmp_path / "optimized") == weights
+    assert int8_fc_weights(str(tmp_path / "out" / "model")) == weights
     assert result["evaluated_with"]["after"]["precision"] == "int8"
 
 
@@ -135,7 +131,7 @@ def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trac
 
 
 def test_a_run_scored_before_the_weight_scale_fix_is_scored_again(diagnostic, trace_model, tmp_path, monkeypatch):
-    """A finished run whose after-metric predates workarounds.exact_weight_scales gets its saved model scored
+    """A finished run whose after-metric predates workarounds.onednn_fc_weight_scales gets its saved model scored
     again by infer.py --int8, once; the table shows that score, results.json keeps the old one too."""
     from types import SimpleNamespace
 
