@@ -180,21 +180,23 @@ def optimized_int8_model(model, threads, int8_ops):
 
     from paddle import inference
 
-    edited = edited_model(model, workarounds.for_onednn_int8)
+    bits, peaks = onednn_weight_bits(), {}
+    edited = edited_model(model, functools.partial(workarounds.for_onednn_int8, weight_bits=bits, peaks=peaks))
     release_freed_memory()  # the edit's scope
     with tempfile.TemporaryDirectory(prefix="onednn-int8-") as folder:
         config = model_config(edited, threads)
+        del edited  # the config holds its own copy
         config.enable_mkldnn()
         config.enable_mkldnn_int8(set(int8_ops))  # folds the model's Q/DQ ops into int8 kernels
         config.switch_ir_optim(True)
         config.set_optim_cache_dir(folder)
         config.enable_save_optim_model(True)
-        del edited
         inference.create_predictor(config)  # writes _optimized.pdmodel / .pdiparams into the folder
-        optimized = read_model(os.path.join(folder, "_optimized.pdmodel"), os.path.join(folder, "_optimized.pdiparams"))
-    fixed = edited_model(optimized, functools.partial(workarounds.onednn_fc_weight_scales, weight_bits=onednn_weight_bits()))
-    release_freed_memory()  # the passes' predictor and the edit's scope
-    return fixed
+        del config
+        release_freed_memory()  # the passes' predictor
+        program, params = read_model(os.path.join(folder, "_optimized.pdmodel"),
+                                     os.path.join(folder, "_optimized.pdiparams"))
+    return workarounds.onednn_fc_weight_scales(program, peaks, bits), params
 
 
 def model_config(model, threads):
