@@ -5,6 +5,7 @@
     if __name__ == "__main__":
         cli.cli(main)               # error: ... on one line, exit status 2
 """
+import contextlib
 import ctypes
 import ctypes.util
 
@@ -112,8 +113,39 @@ class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM: unwinds like Ctrl-C, so every `finally` removes what the script made."""
 
 
+_HELD = []  # one entry per open signals_held block; a signal that came meanwhile waits in _PENDING
+_PENDING = []
+
+
 def _interrupt(signum, frame):
+    if _HELD:
+        _PENDING.append(signum)
+        return
     raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT/SIGTERM back until the block ends (they are delivered then), so it is never cut short.
+
+    Two locks, as either alone leaks: the signal mask keeps a default handler (a caller that
+    imported main(), without cli()) from raising inside the block, but it holds only in this
+    thread, and the kernel hands a process-directed signal to any thread that does not block it
+    (Paddle's and tqdm's threads); Python then runs _interrupt in the main thread anyway, between
+    any two bytecodes, so _interrupt itself defers while a block is open and the exit re-raises.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+    _HELD.append(True)
+    pending = []
+    try:
+        yield
+    finally:
+        _HELD.pop()
+        if not _HELD:
+            pending, _PENDING[:] = list(_PENDING), []
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal the mask held is delivered here
+    if pending:  # the block ended normally: the signal that came during it stops the script now
+        raise Interrupted(pending[0])
 
 
 _TAKE_SIGNALS = []  # [True] once cli() runs: a script, not a caller that imported main()

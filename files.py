@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import tempfile
 from dataclasses import dataclass
 
@@ -296,7 +295,7 @@ def building(save_dir, kind, overwrite=False, rank=0, world_size=1):
     owner = os.getpid() if world_size == 1 else os.getppid()
     root = None
     try:
-        with signals_held():  # a signal now would leave a folder that no `finally` knows of
+        with cli.signals_held():  # a signal now would leave a folder that no `finally` knows of
             if world_size == 1:
                 root = tempfile.mkdtemp(prefix=f".{kind}-{owner}-", dir=parent)
             else:
@@ -310,22 +309,12 @@ def building(save_dir, kind, overwrite=False, rank=0, world_size=1):
         yield Work(root, out)
         if rank != 0:
             return
-        with signals_held():
+        with cli.signals_held():
             publish(out, save_dir, overwrite)
             shutil.rmtree(root)  # holds the old result after a swap
     finally:
         if root is not None and rank == 0:
             shutil.rmtree(root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def signals_held(signums=(signal.SIGINT, signal.SIGTERM)):
-    """Hold SIGINT/SIGTERM back until the block ends (they are delivered then), so it is never cut short."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ----------------------------------------------------------------------------------------

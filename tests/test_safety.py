@@ -252,6 +252,30 @@ def test_signal_while_publishing_completes_the_swap(tmp_path, signum):
     assert whole(save_dir) >= 1 and hidden(tmp_path) == []
 
 
+def test_signal_another_thread_takes_waits_for_the_held_block():
+    """The kernel hands a process-directed signal to any thread that does not block it (Paddle's
+    and tqdm's threads), and Python runs the handler in the main thread between two bytecodes,
+    whatever its signal mask: inside cli.signals_held the handler must wait for the block's end."""
+    import threading
+
+    go = threading.Event()
+    helper = threading.Thread(target=lambda: (go.wait(), signal.pthread_kill(threading.get_ident(), signal.SIGINT)))
+    helper.start()  # before the block: its signal mask is not the block's
+    previous = signal.signal(signal.SIGINT, cli._interrupt)
+    finished = []
+    try:
+        with pytest.raises(cli.Interrupted):
+            with cli.signals_held():
+                go.set()
+                helper.join()
+                for _ in range(100000):  # bytecodes: the handler gets its chance here
+                    pass
+                finished.append(True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert finished == [True]
+
+
 def test_killed_run_leaves_a_work_folder_the_next_run_removes(model_copy, tmp_path):
     proc = start_convert(model_copy, str(tmp_path / "a"))
     assert wait_for(in_work_folder(str(tmp_path), files.OWNER_FILE), proc)
