@@ -238,18 +238,24 @@ def cpu_predictor(model, threads=1, int8_ops=None, what=None):
     return predict_fn(create_predictor(cpu_config(model, threads, int8_ops=int8_ops), what))
 
 
-def deployed_cpu_predictor(model, threads=1, what="the model"):
-    """The CPU predictor `infer.py` deploys `model` (program bytes, params bytes) with, and what it runs.
+def deployed_cpu_config(model, threads=1):
+    """The CPU config `infer.py` deploys `model` (program bytes, params bytes) with, and what it runs.
 
     A model with int8 weights runs as under `infer.py --int8` (oneDNN int8 linear layers), any
     other in fp32, so a compressed model is scored as users get it, not through its fake-quant
     ops in fp32 (several times slower, and not what is deployed).
 
     Returns:
-        (predict, {"backend": ..., "device": "cpu", "precision": ..., "cpu_int8_ops": ... or None,
-                   "int8_weight_bits": 8, or 7 on a CPU without VNNI/AMX, or None})
+        (config, {"backend": ..., "device": "cpu", "precision": ..., "cpu_int8_ops": ... or None,
+                  "int8_weight_bits": 8, or 7 on a CPU without VNNI/AMX, or None})
     """
     int8_ops = sorted(ONEDNN_INT8_OPS) if has_int8_weights(model[0]) else None
     path = {"backend": "paddle-inference", "device": "cpu", "precision": "int8" if int8_ops else "fp32",
             "cpu_int8_ops": int8_ops, "int8_weight_bits": onednn_weight_bits() if int8_ops else None}
-    return cpu_predictor(model, threads, int8_ops, what), path
+    return cpu_config(model, threads, int8_ops=int8_ops), path
+
+
+def deployed_cpu_predictor(model, threads=1, what="the model"):
+    """predict(feeds) -> logits through the predictor deployed_cpu_config makes, and what it runs."""
+    config, path = deployed_cpu_config(model, threads)
+    return predict_fn(create_predictor(config, what)), path

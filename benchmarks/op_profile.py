@@ -43,15 +43,13 @@ def profile(model_dir, batch, seq, runs, threads):
     """One model, in this process: {"precision", "wall_ms" (median of runs), "ops": {op type: ms per batch}}."""
     import numpy as np
     import paddle.profiler as profiler
-    from paddle import inference
 
     import predictors
 
-    with open(os.path.join(model_dir, "model.pdmodel"), "rb") as f:
-        int8 = predictors.has_int8_weights(f.read())
-    config = predictors.cpu_config(os.path.join(model_dir, "model"), threads,
-                                   int8_ops=predictors.ONEDNN_INT8_OPS if int8 else None)
-    predictor = inference.create_predictor(config)
+    prefix = os.path.join(model_dir, "model")
+    config, path = predictors.deployed_cpu_config(predictors.read_model(prefix + ".pdmodel", prefix + ".pdiparams"),
+                                                  threads)
+    predictor = predictors.create_predictor(config, model_dir)
     # one token id everywhere (3: in any BERT vocabulary), every token real: the work depends on neither
     feeds = {"input_ids": np.full((batch, seq), 3, "int64"), "attention_mask": np.ones((batch, seq), "int64"),
              "token_type_ids": np.zeros((batch, seq), "int64")}
@@ -78,7 +76,7 @@ def profile(model_dir, batch, seq, runs, threads):
     for event in events:
         if event.get("cat") == "Operator":  # name "fc[123.4 us]", dur in microseconds
             ops[event["name"].split("[")[0]] += event["dur"] / 1000 / runs
-    return {"precision": "int8" if int8 else "fp32", "wall_ms": round(float(np.median(wall)), 2),
+    return {"precision": path["precision"], "wall_ms": round(float(np.median(wall)), 2),
             "ops": {k: round(v, 3) for k, v in ops.most_common()}}
 
 
