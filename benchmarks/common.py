@@ -200,3 +200,28 @@ def run_infer(task, model_dir, infer_args, save_dir):
         raise RuntimeError(f"{' '.join(argv)} failed:\n{out.stderr[-3000:]}")
     with open(os.path.join(save_dir, "results.json")) as f:
         return json.load(f)
+
+
+def run_peer(kind, hf_dir, onnx_dir, task, batch_size, steps, warmup_steps, threads, data_dir, accuracy):
+    """benchmarks/latency/peer.py in its own process: one peer runtime on an HF model at one batch size.
+
+    Args:
+        kind: one of peer.PEERS, e.g. "openvino nncf int8".
+        hf_dir: the fine-tuned HF model; onnx_dir: where its exported ONNX models are kept (reused).
+        accuracy: also score the task's dev set.
+    Returns:
+        peer.py's result: infer.measure's keys, plus "metrics" with `accuracy`.
+    """
+    import json
+    import subprocess
+
+    os.makedirs(onnx_dir, exist_ok=True)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "latency", "peer.py"), "--peer", kind, "--task", task,
+                          "--hf_dir", hf_dir, "--work_dir", onnx_dir, "--batch_size", str(batch_size),
+                          "--perf_steps", str(steps), "--perf_warmup_steps", str(warmup_steps),
+                          "--cpu_threads", str(threads), "--data_dir", data_dir] + (["--accuracy"] if accuracy else []),
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{kind} at batch {batch_size} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+

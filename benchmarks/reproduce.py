@@ -8,7 +8,9 @@ For each task: fine-tune the packaged all-MiniLM-L6-v2 (benchmarks/finetune.py, 
 the PyTorch metric within 0.1 point) -> run.py with each strategy (pruning + distillation then
 post-training quantization, the document's headline; distillation + QAT, the document's
 configs) -> infer.py --int8 on each compressed model (dev metric as deployed), and with --backend
-openvino (the peer runtime) -> infer.py --perf for the base and each compressed model, batch 1 and 32.
+openvino (the peer runtime) -> infer.py --perf for the base and each compressed model, batch 1 and 32;
+and the strongest peer's own post-training int8 of the same fine-tuned model (OpenVINO + NNCF,
+benchmarks/latency/peer.py), scored on the same dev set.
 
 Resumable: every finished step is recorded in <work_dir>/<task>/steps.json and not redone. A log
 per task goes to <work_dir>/<task>/reproduce.log. Results: benchmarks/reproduce/results.json and
@@ -27,6 +29,9 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402  (puts the repository root on sys.path, loads the system zlib)
 import cli  # noqa: E402
 import glue  # noqa: E402
+
+sys.path.insert(0, os.path.join(HERE, "latency"))
+import peer  # noqa: E402
 
 ROOT = common.ROOT
 SEQ = 128
@@ -59,6 +64,9 @@ STRATEGIES = {
                     "set": ["TrainConfig.learning_rate=1.0e-5"]},
     "ptq": {"label": "PTQ", "config": "{task}_ptq.yaml", "drop": [], "set": []},
 }
+# The peer's PTQ of the fine-tuned HF model (benchmarks/latency/peer.py: NNCF, model_type TRANSFORMER, on
+# peer.CALIBRATION_ROWS training sentences), scored beside the strategies and judged by the same accuracy goal.
+PEER, PEER_KIND, PEER_LABEL = "peer_nncf", "openvino nncf int8", "OpenVINO + NNCF PTQ (peer)"
 
 
 class Steps:
@@ -183,6 +191,9 @@ def run_task(task, args):
                 steps.run(f"perf_{key}_b{batch}", lambda: common.run_infer(
                     task, path, flags + data + ["--batch_size", str(batch), "--max_seq_length", str(SEQ), "--perf",
                                                 "--perf_steps", str(count)], os.path.join(work, "infer")))
+        # accuracy only (one timed batch): the peers' latency is benchmarks/latency's
+        steps.run(PEER, lambda: common.run_peer(PEER_KIND, os.path.join(work, "hf"), os.path.join(work, "peer"), task,
+                                                32, 1, 0, os.cpu_count() or 1, args.data_dir, accuracy=True)["metrics"])
     finally:
         logging.getLogger().removeHandler(handler)
     return steps.done
@@ -212,6 +223,8 @@ def summarize(task, done):
             if name.startswith(f"perf_{key}_b"):
                 entry["perf"][name.rsplit("_b", 1)[1]] = step["result"]
         row["models"][key] = entry
+    if PEER in done:
+        row["models"][PEER] = {"metrics": done[PEER]["result"], "perf": {}}
     return row
 
 
@@ -244,11 +257,14 @@ def goal_lines(results, keys, labels, how="paddle"):
         speedups = [row["models"]["base"]["perf"]["32"]["p50_ms"] / row["models"][k]["perf"]["32"]["p50_ms"]
                     for row in rows if "32" in row["models"][k].get("perf", {})]
         accurate = average >= -AVERAGE_LOSS and worst[0] >= -TASK_LOSS
+        verdict = f"- {labels[k]}: average {average:+.2f} points, worst {worst[1]} {worst[0]:+.2f}: accuracy " \
+                  f"{'met' if accurate else 'not met'}"
+        if k == PEER:  # its latency is benchmarks/latency's
+            lines.append(verdict)
+            continue
         fast = len(speedups) == n and round(min(speedups), 2) >= SPEEDUP_B32
         slowest = f"{min(speedups):.2f}×" if speedups else "not measured"
-        lines.append(f"- {labels[k]}: average {average:+.2f} points, worst {worst[1]} {worst[0]:+.2f}: accuracy "
-                     f"{'met' if accurate else 'not met'}; slowest batch-32 speed-up {slowest}: speed "
-                     f"{'met' if fast else 'not met'}")
+        lines.append(f"{verdict}; slowest batch-32 speed-up {slowest}: speed {'met' if fast else 'not met'}")
     return lines
 
 
@@ -275,12 +291,13 @@ def dev_table(results, keys, labels, how):
 
 
 def render(results):
-    labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}}
+    labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
+    peers = [PEER] if any(PEER in row["models"] for row in results["tasks"]) else []
     lines = ["# Reproduction: MiniLM fine-tuned on GLUE, converted, compressed, deployed", "",
              common.provenance(results), "",
              "## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", ""]
-    lines += dev_table(results, keys, labels, "paddle")
+    lines += dev_table(results, keys + peers, labels, "paddle")
     tasks = [row["task"] for row in results["tasks"]]
     partial = [t for t in ("qqp", "qnli", "mnli") if t in tasks]
     if partial:
@@ -293,7 +310,11 @@ def render(results):
     if sampled:
         lines.append("The compressions of " + ", ".join(f"{t} ({n} rows)" for t, n in sampled.items())
                      + " evaluated a seeded dev sample during training (`Global.eval_samples`).")
-    lines += [""] + goal_lines(results, keys[1:], labels)
+    if peers:
+        lines += ["", f"{PEER_LABEL}: the same fine-tuned model quantized by NNCF (`model_type=TRANSFORMER`, "
+                  f"{peer.CALIBRATION_ROWS} training sentences) and run by OpenVINO in int8 "
+                  "(`benchmarks/latency/peer.py`); its latency is in benchmarks/latency."]
+    lines += [""] + goal_lines(results, keys[1:] + peers, labels)
     if any(row["models"].get(k, {}).get("metrics_openvino") for row in results["tasks"] for k in keys):
         import predictors
 
@@ -340,7 +361,7 @@ def headline(results, folder="reproduce"):
     and the median speed-up and peak memory over the tasks; a link to benchmarks/<folder>/RESULTS.md."""
     import statistics
 
-    labels = {k: v["label"] for k, v in STRATEGIES.items()}
+    labels = {**{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
     tasks = results["tasks"]
     trained = any(k not in ("base", "ptq") for r in tasks for k in r["models"])  # PTQ alone does not train
     lines = [f"MiniLM fine-tuned on {tasks_count(len(tasks), 'GLUE ')} ({', '.join(r['task'] for r in tasks)}), "
@@ -350,7 +371,7 @@ def headline(results, folder="reproduce"):
              "sequence length 128:", "",
              "| strategy | average dev metric: base → compressed | worst task | speed-up, batch 1 / 32 (median) "
              "| peak memory of run.py |", "|---|---|---|---|---|"]
-    for key in STRATEGIES:
+    for key in list(STRATEGIES) + [PEER]:
         rows = [r for r in tasks if key in r["models"]]
         if not rows:
             continue
@@ -365,6 +386,8 @@ def headline(results, folder="reproduce"):
             speedups.append(f"{statistics.median(ratios):.2f}×" if ratios else "–")
         peaks = [r["models"][key].get("peak_rss_mb") for r in rows]
         peak = f"{max(peaks) / 1024:.1f} GiB at most" if all(peaks) else "not measured"
+        if key == PEER:
+            speedups, peak = ["[benchmarks/latency](benchmarks/latency/RESULTS.md)"], "–"
         lines.append(f"| {labels[key]} ({tasks_count(len(rows))}) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")

@@ -78,6 +78,24 @@ def test_render_judges_openvino_where_measured(reproduce):
     assert "(8-bit weights: this CPU has VNNI or AMX)" in reproduce.render(results)
 
 
+def test_render_scores_the_peer_beside_the_strategies(reproduce):
+    """The peer's own PTQ (OpenVINO + NNCF) gets a dev column and an accuracy-only goal line, no latency cell."""
+    results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0))
+    for row, metric in zip(results["tasks"], (0.802, 0.59)):
+        row["models"]["peer_nncf"] = {"metrics": {"headline": metric}, "perf": {}}
+    text = reproduce.render(results)
+    assert "| task | metric | train rows used | PyTorch | base (fp32) | prune + distill, then PTQ | distill + QAT | " \
+           "OpenVINO + NNCF PTQ (peer) |" in text
+    assert "| sst-2 | acc | 800 of 2490 | 80.00 | 80.00 | 79.00 | 81.00 | 80.20 |" in text
+    # +0.20 and -1.00: average -0.40, worst rte
+    assert "- OpenVINO + NNCF PTQ (peer): average -0.40 points, worst rte -1.00: accuracy not met\n" in text
+    assert "| sst-2 | 32 | 400.0 (1.00×) | 100.0 (4.00×) | 200.0 (2.00×) |\n" in text  # no peer latency column
+    assert "300 training sentences" in text
+    results["settings"]["train_iter"] = 60
+    assert "| OpenVINO + NNCF PTQ (peer) (2 tasks) | 70.00 → 69.60 (-0.40) | rte -1.00 | " \
+           "[benchmarks/latency](benchmarks/latency/RESULTS.md) | – |" in reproduce.headline(results)
+
+
 def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
     text = reproduce.render(results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0),
                                        task_row("qqp", 0.80, 0.79, 0.81, 400.0)))

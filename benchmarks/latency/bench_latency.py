@@ -38,24 +38,11 @@ import glue  # noqa: E402
 import peer  # noqa: E402  (benchmarks/latency/peer.py)
 
 ROOT = common.ROOT
-TASK, SEQ = peer.TASK, peer.SEQ
+TASK, SEQ = "sst-2", peer.SEQ  # the latency benchmark's fine-tuned models are SST-2 classifiers
 PEERS, CALIBRATION_ROWS = peer.PEERS, peer.CALIBRATION_ROWS
 # "Best peer": the fastest peer whose dev accuracy is within this many points of Paddle fp32.
 PEER_ACCURACY_POINTS = 1.0
 BERT_BASE = common.BERT_BASE
-
-
-def run_peer(kind, case, batch_size, steps, args, accuracy):
-    """benchmarks/latency/peer.py in its own process: one peer at one batch size."""
-    os.makedirs(case["onnx_dir"], exist_ok=True)
-    out = subprocess.run([sys.executable, peer.__file__, "--peer", kind, "--hf_dir", case["hf_dir"],
-                          "--work_dir", case["onnx_dir"], "--batch_size", str(batch_size), "--perf_steps", str(steps),
-                          "--perf_warmup_steps", str(args.perf_warmup_steps), "--cpu_threads", str(args.cpu_threads),
-                          "--data_dir", args.data_dir] + (["--accuracy"] if accuracy else []),
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{kind} at batch {batch_size} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def infer_row(model_dir, flags, args, work_dir):
@@ -339,7 +326,8 @@ def measure_case(name, args):
         if key in cache:  # measured by an earlier, interrupted run
             row, m = cache[key]
         elif path is None:
-            m = run_peer(row_name, case, b, steps, args, accuracy=finetuned and first)
+            m = common.run_peer(row_name, case["hf_dir"], case["onnx_dir"], TASK, b, steps, args.perf_warmup_steps,
+                                args.cpu_threads, args.data_dir, accuracy=finetuned and first)
             row = {"backend": row_name.split()[0], "precision": row_name.split(" ", 1)[1], "peer": True}
         else:
             m = infer_row(path, extra + ["--batch_size", str(b), "--perf", "--perf_steps", str(steps),

@@ -19,7 +19,6 @@ import common  # noqa: E402, F401  (puts the repository root on sys.path, loads 
 import cli  # noqa: E402
 import glue  # noqa: E402
 
-TASK = "sst-2"
 SEQ = 128
 PEERS = ("pytorch fp32", "pytorch dynamic int8", "onnxruntime fp32", "onnxruntime dynamic int8",
          "onnxruntime static int8", "openvino fp32", "openvino default", "openvino nncf int8")
@@ -145,17 +144,17 @@ def measure_peer(args):
 
     tokenizer = AutoTokenizer.from_pretrained(args.hf_dir)
     collate = glue.Collator(list(glue.INPUT_KEYS), tokenizer.pad_token_id, tokenizer.pad_token_type_id, SEQ)
-    train = glue.sample(glue.load_split(TASK, "train", args.data_dir), CALIBRATION_ROWS, seed=0)
-    calibration = list(glue.batches(glue.convert_examples(train, tokenizer, SEQ, TASK, desc="tokenize calibration"),
+    train = glue.sample(glue.load_split(args.task, "train", args.data_dir), CALIBRATION_ROWS, seed=0)
+    calibration = list(glue.batches(glue.convert_examples(train, tokenizer, SEQ, args.task, desc="tokenize calibration"),
                                     1, collate.collate_feeds))
     predict = peer_predict(args.peer, args.hf_dir, args.work_dir, args.cpu_threads, calibration)
-    dev = glue.load_dev_splits(TASK, args.data_dir)
-    features = {s: glue.convert_examples(e, tokenizer, SEQ, TASK, desc=f"tokenize {s}") for s, e in dev.items()}
-    batches = [b for b in glue.batches(features["dev"], args.batch_size, collate.collate_feeds)
+    dev = glue.load_dev_splits(args.task, args.data_dir)
+    features = {s: glue.convert_examples(e, tokenizer, SEQ, args.task, desc=f"tokenize {s}") for s, e in dev.items()}
+    batches = [b for b in glue.batches(next(iter(features.values())), args.batch_size, collate.collate_feeds)
                if len(b["input_ids"]) == args.batch_size][:infer.PERF_BATCHES]
     result = infer.measure(predict, batches, args.perf_warmup_steps, args.perf_steps)
     if args.accuracy:
-        result["metrics"] = glue.evaluate(predict, features, TASK, 32, collate)
+        result["metrics"] = glue.evaluate(predict, features, args.task, 32, collate)
     print(json.dumps(result))
     return result
 
@@ -166,11 +165,12 @@ def parse_args(argv=None):
     parser.add_argument("--hf_dir", required=True, help="the HF model the Paddle model was converted from")
     parser.add_argument("--work_dir", required=True, help="folder for the exported ONNX models (reused)")
     parser.add_argument("--data_dir", default=glue.resolve_data_dir(), help="GLUE folder (default: $GLUE_DIR)")
+    parser.add_argument("--task", type=glue.task_arg, default="sst-2", help="GLUE task of the HF model (default: sst-2)")
     parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--perf_steps", type=int, default=100)
     parser.add_argument("--perf_warmup_steps", type=int, default=5)
     parser.add_argument("--cpu_threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--accuracy", action="store_true", help="also score the SST-2 dev set")
+    parser.add_argument("--accuracy", action="store_true", help="also score the task's dev set")
     return parser.parse_args(argv)
 
 
