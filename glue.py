@@ -575,7 +575,7 @@ def _predictions(logits, spec, batch):
     return logits.argmax(axis=-1)
 
 
-def evaluate(predict_fn, examples_by_split, task, batch_size, collate, desc="eval"):
+def evaluate(predict_fn, examples_by_split, task, batch_size, collate, desc="eval", predictions=None):
     """The one evaluation loop: compressor callback, run.py --eval and infer.py.
 
     Args:
@@ -587,6 +587,8 @@ def evaluate(predict_fn, examples_by_split, task, batch_size, collate, desc="eva
         batch_size: examples per batch; the last partial batch is kept.
         collate: a Collator.
         desc: progress-bar label.
+        predictions: a dict to receive {split: every row's prediction, in order} (class index, or
+            score for STS-B), or None.
 
     Returns:
         All metrics, named: plain names ('acc', 'f1') for one split, '<split>.<metric>'
@@ -608,7 +610,10 @@ def evaluate(predict_fn, examples_by_split, task, batch_size, collate, desc="eva
                 raise InputError(f"{split}: evaluation needs labelled examples")
             preds.append(_predictions(predict_fn(feeds), spec, len(batch_labels)))
             labels.append(batch_labels)
-        metrics = compute_metrics(spec.name, np.concatenate(preds), np.concatenate(labels))
+        preds = np.concatenate(preds)
+        if predictions is not None:
+            predictions[split] = preds.tolist()
+        metrics = compute_metrics(spec.name, preds, np.concatenate(labels))
         prefix = f"{split}." if len(examples_by_split) > 1 else ""
         results.update({prefix + name: value for name, value in metrics.items()})
         if headline is None:

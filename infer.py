@@ -7,7 +7,8 @@
 
 Accuracy mode (default) scores the whole GLUE dev set (MNLI: every dev split there is) through
 the evaluation loop run.py uses. --perf measures latency on dev batches padded to
---max_seq_length, warm-up excluded. Both write results.json into --save_dir.
+--max_seq_length, warm-up excluded. Both write results.json into --save_dir; accuracy mode also
+writes predictions.json (every dev row's prediction beside its label).
 """
 import argparse
 import itertools
@@ -411,10 +412,15 @@ def main(argv=None):
                 f"seq {args.max_seq_length}: p50 {result['p50_ms']:.2f} ms/batch, p90 {result['p90_ms']:.2f}, "
                 f"p99 {result['p99_ms']:.2f}, {result['sequences_per_second']:.1f} seq/s")
     else:
-        metrics = glue.evaluate(predict, features, task, args.batch_size, collate)
+        predictions = {}
+        metrics = glue.evaluate(predict, features, task, args.batch_size, collate, predictions=predictions)
         result = {"mode": "accuracy", **setup, "metrics": metrics}
+        rows = {split: {"prediction": predictions[split], "label": [f["label"].item() for f in features[split]]}
+                for split in features}
         line = f"accuracy {task} {args.model_path}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     os.makedirs(save_dir, exist_ok=True)
+    if not args.perf:
+        cli.write_json(os.path.join(save_dir, "predictions.json"), rows)
     cli.write_json(os.path.join(save_dir, "results.json"), result)
     print(line)
     return result

@@ -180,9 +180,9 @@ def run_task(task, args):
             steps.run(f"compress_{key}", lambda: compress(config, base, out, data + [a for s in sets for a in ("--set", s)]))
             models[key] = (out, ["--int8"])
         for key, (path, flags) in models.items():
-            steps.run(f"infer_{key}", lambda: common.run_infer(
+            steps.run(f"infer_{key}", lambda: common.run_infer(  # its predictions.json stays in dev/<key>
                 task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ)],
-                os.path.join(work, "infer"))["metrics"])
+                os.path.join(work, "dev", key))["metrics"])
             if flags:  # the same int8 model as the peer runtime deploys it
                 steps.run(f"infer_{key}_openvino", lambda: common.run_infer(
                     task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ), "--backend",
@@ -199,8 +199,41 @@ def run_task(task, args):
     return steps.done
 
 
-def summarize(task, done):
-    """One task's row: metrics per model, latency per model and batch, wall time per stage."""
+def sign_test(worse, better):
+    """Two-sided exact sign test (McNemar's, exact): the chance of a split of the changed rows at least
+    this uneven if each change were a coin flip."""
+    import math
+
+    n = worse + better
+    tail = sum(math.comb(n, i) for i in range(min(worse, better) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def changed_rows(base_file, model_file):
+    """The dev rows (first split) whose predicted class a compressed model changed against the base, or None
+    (a regression task, or a prediction file missing: the task ran before infer.py wrote them).
+
+    Returns:
+        {"rows": dev rows, "to_wrong": right in the base, wrong now, "to_right": the reverse, "p": sign_test}
+    """
+    if not (os.path.isfile(base_file) and os.path.isfile(model_file)):
+        return None
+    with open(base_file) as f:
+        base = next(iter(json.load(f).values()))
+    with open(model_file) as f:
+        model = next(iter(json.load(f).values()))
+    if any(isinstance(p, float) for p in base["prediction"]):
+        return None
+    right = [p == y for p, y in zip(base["prediction"], base["label"])]
+    now = [p == y for p, y in zip(model["prediction"], model["label"])]
+    worse = sum(r and not n for r, n in zip(right, now))
+    better = sum(n and not r for r, n in zip(right, now))
+    return {"rows": len(right), "to_wrong": worse, "to_right": better, "p": round(sign_test(worse, better), 3)}
+
+
+def summarize(task, done, work):
+    """One task's row: metrics per model, latency per model and batch, wall time per stage, and the dev rows
+    each compressed model changed (work: the task's work folder, where infer.py left the predictions)."""
     metric = glue.headline_metric(task)
     row = {"task": task, "metric": metric, "finetune": done["finetune"]["result"],
            "pytorch": done["finetune"]["result"]["dev_metrics"], "converted": done["eval_converted"]["result"],
@@ -214,6 +247,7 @@ def summarize(task, done):
             entry.update(strategies=compressed["strategies"], metrics_run=compressed["metrics_after"],
                          run_dev_samples=compressed.get("dev_samples"),
                          metrics_openvino=done.get(f"infer_{key}_openvino", {}).get("result"),
+                         changed=changed_rows(*(os.path.join(work, "dev", k, "predictions.json") for k in ("base", key))),
                          compress_seconds=compressed["compress_seconds"],
                          peak_rss_mb=compressed.get("peak_rss_mb"),
                          # None: run.py predates workarounds.mkl_avx2_on_amd
@@ -290,6 +324,27 @@ def dev_table(results, keys, labels, how):
     return lines
 
 
+def changed_table(results, keys, labels):
+    """The dev rows each compressed model changed against the base, per classification task, with the sign test."""
+    rows = [row for row in results["tasks"] if any(row["models"].get(k, {}).get("changed") for k in keys)]
+    if not rows:
+        return []
+    lines = ["", "## Dev rows the compressed models changed", "",
+             "Rows the base got right and the compressed model wrong (✗), and the reverse (✓), as `infer.py` deploys "
+             "it; p: two-sided exact sign test on those rows, the chance of a split at least this uneven if each "
+             "change went either way at random. p above 0.05: the change is within what chance gives on this dev "
+             "set. (STS-B is a regression: no rows to count.)", "",
+             "| task | dev rows | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for row in rows:
+        cells = []
+        for k in keys:
+            c = row["models"].get(k, {}).get("changed")
+            cells.append(f"{c['to_wrong']} ✗, {c['to_right']} ✓ (p {c['p']:.2f})" if c else "–")
+        n = next(row["models"][k]["changed"]["rows"] for k in keys if row["models"].get(k, {}).get("changed"))
+        lines.append(f"| {row['task']} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results):
     labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
@@ -315,6 +370,7 @@ def render(results):
                   f"{peer.CALIBRATION_ROWS} training sentences) and run by OpenVINO in int8 "
                   "(`benchmarks/latency/peer.py`); its latency is in benchmarks/latency."]
     lines += [""] + goal_lines(results, keys[1:] + peers, labels)
+    lines += changed_table(results, keys[1:], labels)
     if any(row["models"].get(k, {}).get("metrics_openvino") for row in results["tasks"] for k in keys):
         import predictors
 
@@ -419,7 +475,7 @@ def main(argv=None):
                                  "compression_eval_samples": EVAL_SAMPLES,
                                  "strategies": {k: STRATEGIES[k] for k in args.strategies}}, stages=[], tasks=[])
         for task in tqdm(args.tasks, desc="tasks"):
-            results["tasks"].append(summarize(task, run_task(task, args)))
+            results["tasks"].append(summarize(task, run_task(task, args), os.path.join(args.work_dir, task)))
             results["stages"] = list(dict.fromkeys(s for row in results["tasks"] for s in row["seconds"]))
             save()
 

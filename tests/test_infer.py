@@ -38,6 +38,12 @@ def test_accuracy_equals_run_eval(converted, data_dir, tmp_path):
     with open(tmp_path / "infer" / "results.json") as f:
         assert json.load(f) == result
     assert result["mode"] == "accuracy" and result["precision"] == "fp32" and result["backend"] == "paddle-inference"
+    # every dev row's prediction beside its label, in dev-file order: the accuracy recomputed from them
+    with open(tmp_path / "infer" / "predictions.json") as f:
+        rows = json.load(f)["dev"]
+    labels = [int(line.split("\t")[1]) for line in open(os.path.join(data_dir, "SST-2", "dev.tsv")).read().splitlines()[1:]]
+    assert rows["label"] == labels and len(rows["prediction"]) == len(labels)
+    assert np.mean(np.array(rows["prediction"]) == labels) == pytest.approx(result["metrics"]["acc"])
 
     config = tmp_path / "c.yaml"
     config.write_text(f"Global:\n  model_dir: {model_dir}\n  task_name: sst-2\n  batch_size: 8\n"

@@ -1,4 +1,5 @@
 """benchmarks/reproduce.py's tables: averages and the metric goal line, from a results dict."""
+import json
 import os
 
 import pytest
@@ -94,6 +95,30 @@ def test_render_scores_the_peer_beside_the_strategies(reproduce):
     results["settings"]["train_iter"] = 60
     assert "| OpenVINO + NNCF PTQ (peer) (2 tasks) | 70.00 → 69.60 (-0.40) | rte -1.00 | " \
            "[benchmarks/latency](benchmarks/latency/RESULTS.md) | – |" in reproduce.headline(results)
+
+
+def test_changed_rows_counts_each_way_with_the_sign_test(reproduce, tmp_path):
+    """Rows the compressed model flipped against the base, from infer.py's predictions.json, and the exact sign test."""
+    labels = [1, 0, 1, 1, 0, 0, 1, 0]
+    base = [1, 0, 1, 1, 0, 1, 0, 0]  # rows 5 and 6 wrong
+    model = [1, 1, 0, 1, 0, 0, 0, 1]  # 1, 2 and 7 turn wrong, 5 turns right, 6 stays wrong (same class)
+    for name, preds in (("base", base), ("model", model)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"dev": {"prediction": preds, "label": labels}}))
+    changed = reproduce.changed_rows(str(tmp_path / "base.json"), str(tmp_path / "model.json"))
+    # 4 changed rows split 3 / 1: P(X <= 1) = (1 + 4) / 16, two-sided 10 / 16
+    assert changed == {"rows": 8, "to_wrong": 3, "to_right": 1, "p": 0.625}
+    assert reproduce.sign_test(5, 1) == pytest.approx(14 / 64) and reproduce.sign_test(4, 0) == 0.125
+    assert reproduce.sign_test(0, 0) == 1.0 and reproduce.sign_test(2, 2) == 1.0
+    assert reproduce.changed_rows(str(tmp_path / "base.json"), str(tmp_path / "missing.json")) is None
+    (tmp_path / "score.json").write_text(json.dumps({"dev": {"prediction": [0.5, 4.0], "label": [1.0, 3.5]}}))
+    assert reproduce.changed_rows(str(tmp_path / "score.json"), str(tmp_path / "score.json")) is None  # STS-B
+
+    results = results_of(task_row("rte", 0.60, 0.60, 0.58, 100.0), task_row("sts-b", 0.80, 0.79, 0.81, 400.0))
+    results["tasks"][0]["models"]["prune_ptq"]["changed"] = changed
+    text = reproduce.render(results)
+    table = text.split("## Dev rows")[1].split("##")[0]
+    assert "| rte | 8 | 3 ✗, 1 ✓ (p 0.62) | – |" in table and "| sts-b |" not in table
+    assert "## Dev rows" not in reproduce.render(results_of(task_row("rte", 0.60, 0.60, 0.58, 100.0)))
 
 
 def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
