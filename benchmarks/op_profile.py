@@ -92,7 +92,7 @@ def profile_in_process(model_dir, args):
 
 
 def render(results):
-    labels = {"base": "base", **{k: v["label"] for k, v in reproduce.STRATEGIES.items()}}
+    labels = {**reproduce.LABELS, "base": "base"}
     models = results["models"]
     keys = list(models)
     order = sorted({op for m in models.values() for op in m["ops"]}, key=lambda op: -max(

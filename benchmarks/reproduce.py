@@ -67,6 +67,7 @@ STRATEGIES = {
 # The peer's PTQ of the fine-tuned HF model (benchmarks/latency/peer.py: NNCF, model_type TRANSFORMER, on
 # peer.CALIBRATION_ROWS training sentences), scored beside the strategies and judged by the same accuracy goal.
 PEER, PEER_KIND, PEER_LABEL = "peer_nncf", "openvino nncf int8", "OpenVINO + NNCF PTQ (peer)"
+LABELS = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
 
 
 class Steps:
@@ -273,7 +274,7 @@ def tasks_count(n, kind=""):
     return f"{n} {kind}task{'s' if n > 1 else ''}"
 
 
-def goal_lines(results, keys, labels, how="paddle"):
+def goal_lines(results, keys, how="paddle"):
     """The goal, and per strategy whether it is met, judged on the numbers as the tables show them."""
     n = len(results["tasks"])
     lines = [f"Goal (over {tasks_count(n)}): each strategy's average dev metric at most {AVERAGE_LOSS} "
@@ -291,7 +292,7 @@ def goal_lines(results, keys, labels, how="paddle"):
         speedups = [row["models"]["base"]["perf"]["32"]["p50_ms"] / row["models"][k]["perf"]["32"]["p50_ms"]
                     for row in rows if "32" in row["models"][k].get("perf", {})]
         accurate = average >= -AVERAGE_LOSS and worst[0] >= -TASK_LOSS
-        verdict = f"- {labels[k]}: average {average:+.2f} points, worst {worst[1]} {worst[0]:+.2f}: accuracy " \
+        verdict = f"- {LABELS[k]}: average {average:+.2f} points, worst {worst[1]} {worst[0]:+.2f}: accuracy " \
                   f"{'met' if accurate else 'not met'}"
         if k == PEER:  # its latency is benchmarks/latency's
             lines.append(verdict)
@@ -302,9 +303,9 @@ def goal_lines(results, keys, labels, how="paddle"):
     return lines
 
 
-def dev_table(results, keys, labels, how):
+def dev_table(results, keys, how):
     """The dev metric table, one row per task and an average, each model's metric as `how` deploys it."""
-    lines = ["| task | metric | train rows used | PyTorch | " + " | ".join(labels[k] for k in keys) + " |",
+    lines = ["| task | metric | train rows used | PyTorch | " + " | ".join(LABELS[k] for k in keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]
     sums = {k: [] for k in ["pytorch"] + keys}
     for row in results["tasks"]:
@@ -324,7 +325,7 @@ def dev_table(results, keys, labels, how):
     return lines
 
 
-def changed_table(results, keys, labels):
+def changed_table(results, keys):
     """The dev rows each compressed model changed against the base, per classification task, with the sign test."""
     rows = [row for row in results["tasks"] if any(row["models"].get(k, {}).get("changed") for k in keys)]
     if not rows:
@@ -334,7 +335,7 @@ def changed_table(results, keys, labels):
              "it; p: two-sided exact sign test on those rows, the chance of a split at least this uneven if each "
              "change went either way at random. p above 0.05: the change is within what chance gives on this dev "
              "set. (STS-B is a regression: no rows to count.)", "",
-             "| task | dev rows | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+             "| task | dev rows | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in rows:
         cells = []
         for k in keys:
@@ -346,13 +347,12 @@ def changed_table(results, keys, labels):
 
 
 def render(results):
-    labels = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
     peers = [PEER] if any(PEER in row["models"] for row in results["tasks"]) else []
     lines = ["# Reproduction: MiniLM fine-tuned on GLUE, converted, compressed, deployed", "",
              common.provenance(results), "",
              "## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", ""]
-    lines += dev_table(results, keys + peers, labels, "paddle")
+    lines += dev_table(results, keys + peers, "paddle")
     tasks = [row["task"] for row in results["tasks"]]
     partial = [t for t in ("qqp", "qnli", "mnli") if t in tasks]
     if partial:
@@ -369,8 +369,8 @@ def render(results):
         lines += ["", f"{PEER_LABEL}: the same fine-tuned model quantized by NNCF (`model_type=TRANSFORMER`, "
                   f"{peer.CALIBRATION_ROWS} training sentences) and run by OpenVINO in int8 "
                   "(`benchmarks/latency/peer.py`); its latency is in benchmarks/latency."]
-    lines += [""] + goal_lines(results, keys[1:] + peers, labels)
-    lines += changed_table(results, keys[1:], labels)
+    lines += [""] + goal_lines(results, keys[1:] + peers)
+    lines += changed_table(results, keys[1:])
     if any(row["models"].get(k, {}).get("metrics_openvino") for row in results["tasks"] for k in keys):
         import predictors
 
@@ -379,9 +379,9 @@ def render(results):
         lines += ["", "## Dev metric as OpenVINO deploys the compressed models (`--backend openvino --int8`)", "",
                   f"The same int8 models in the peer runtime ({bits}). The base column is the fp32 model of the "
                   "table above.", ""]
-        lines += dev_table(results, keys, labels, "openvino") + [""] + goal_lines(results, keys[1:], labels, "openvino")
+        lines += dev_table(results, keys, "openvino") + [""] + goal_lines(results, keys[1:], "openvino")
     lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
-              "| task | batch | " + " | ".join(labels[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+              "| task | batch | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in results["tasks"]:
         base = row["models"].get("base", {}).get("perf", {})
         for batch in sorted(base, key=int):
@@ -403,7 +403,7 @@ def render(results):
                   f"{', '.join(fixed)}; its times for {', '.join(older)} predate that fix."]
     measured = [k for k in keys[1:] if any(row["models"].get(k, {}).get("peak_rss_mb") for row in results["tasks"])]
     if measured:
-        lines += ["", "## Peak resident memory of run.py (GiB)", "", "| task | " + " | ".join(labels[k] for k in measured)
+        lines += ["", "## Peak resident memory of run.py (GiB)", "", "| task | " + " | ".join(LABELS[k] for k in measured)
                   + " |", "|---|" + "---|" * len(measured)]
         for row in results["tasks"]:
             peaks = [row["models"].get(k, {}).get("peak_rss_mb") for k in measured]
@@ -417,7 +417,6 @@ def headline(results, folder="reproduce"):
     and the median speed-up and peak memory over the tasks; a link to benchmarks/<folder>/RESULTS.md."""
     import statistics
 
-    labels = {**{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
     tasks = results["tasks"]
     trained = any(k not in ("base", "ptq") for r in tasks for k in r["models"])  # PTQ alone does not train
     lines = [f"MiniLM fine-tuned on {tasks_count(len(tasks), 'GLUE ')} ({', '.join(r['task'] for r in tasks)}), "
@@ -444,7 +443,7 @@ def headline(results, folder="reproduce"):
         peak = f"{max(peaks) / 1024:.1f} GiB at most" if all(peaks) else "not measured"
         if key == PEER:
             speedups, peak = ["[benchmarks/latency](benchmarks/latency/RESULTS.md)"], "–"
-        lines.append(f"| {labels[key]} ({tasks_count(len(rows))}) | {100 * sum(base) / len(base):.2f} → "
+        lines.append(f"| {LABELS[key]} ({tasks_count(len(rows))}) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
     return "\n".join(lines) + f"\n\nEvery task, latency row and stage: [benchmarks/{folder}/RESULTS.md]" \
