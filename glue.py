@@ -19,6 +19,7 @@ import csv
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -376,6 +377,26 @@ def convert_example(example, tokenizer, max_seq_length, task):
 def convert_examples(examples, tokenizer, max_seq_length, task, desc="tokenize"):
     """convert_example over a list, with a progress bar (tokenize once, evaluate many times)."""
     return [convert_example(ex, tokenizer, max_seq_length, task) for ex in tqdm(examples, desc=desc, leave=False)]
+
+
+class TokenizedOnRead(Sequence):
+    """A list of examples that reads as their features, each tokenized when it is read (convert_example).
+
+    For training data that a compression samples only a part of: a few hundred steps of batch 32
+    read thousands of rows, while tokenizing all of MNLI or QQP up front (about 400 000 rows)
+    takes minutes and holds every feature in memory.
+    """
+
+    def __init__(self, examples, tokenizer, max_seq_length, task):
+        self.examples, self.tokenizer, self.max_seq_length, self.task = examples, tokenizer, max_seq_length, task
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return convert_example(self.examples[index], self.tokenizer, self.max_seq_length, self.task)
 
 
 class Collator:

@@ -545,8 +545,7 @@ def run(args):
     rank, world = distributed_rank()
     start = time.perf_counter()
     train_examples = glue.load_split(task, "train", data_dir)
-    train_features = glue.convert_examples(train_examples[rank::world], tokenizer, gcfg["max_seq_length"], task,
-                                           desc="tokenize train")
+    train_features = glue.TokenizedOnRead(train_examples[rank::world], tokenizer, gcfg["max_seq_length"], task)
     smooth_rows = []  # a seeded sample of the whole training set, so that every rank smooths alike
     if (strategies.get("QuantAware") or {}).get("smooth_alpha") is not None:
         smooth_rows = glue.convert_examples(glue.sample(train_examples, SMOOTH_ROWS, gcfg["seed"]), tokenizer,

@@ -241,6 +241,15 @@ def test_convert_example(tokenizer):
     assert len(long["input_ids"]) == 8 and long["input_ids"][-1] == 3 and "label" not in long
 
 
+def test_tokenized_on_read_is_convert_examples_row_by_row(tokenizer):
+    examples = [{"text_a": "the cat", "label": 1}, {"text_a": "a dog sat", "label": 0}, {"text_a": "the mat", "label": 1}]
+    lazy = glue.TokenizedOnRead(examples, tokenizer, 16, "sst-2")
+    eager = glue.convert_examples(examples, tokenizer, 16, "sst-2")
+    assert len(lazy) == 3 and list(lazy) == eager and lazy[1:] == eager[1:] and lazy[-1] == eager[-1]
+    with pytest.raises(IndexError):
+        lazy[3]
+
+
 def test_convert_example_same_ids_with_paddlenlp_tokenizer(tokenizer, tmp_path):
     paddlenlp_transformers = pytest.importorskip("paddlenlp.transformers")
     vocab = tmp_path / "vocab.txt"

@@ -170,6 +170,28 @@ def test_global_seed_makes_calibration_repeatable(trace_model, tmp_path):
     assert params("c", 1) != first
 
 
+def test_only_the_training_rows_read_are_tokenized(trace_model, tmp_path, monkeypatch):
+    """run.py tokenizes a training row when the compression reads it (glue.TokenizedOnRead), not the whole
+    training set first: calibration on 2 batches of 4, plus the batches paddle.io.DataLoader's thread reads
+    ahead, tokenizes about 50 of 400 rows."""
+    config = ptq_config(trace_model, tmp_path, batch_size=4, batch_nums=2)
+    data_dir = write_sst2_fixture(tmp_path / "glue", n_train=400)
+    train_rows = glue.read_split(data_dir, "sst-2", "train")
+    train = {ex["text_a"] for ex in train_rows}
+    dev = {ex["text_a"] for ex in glue.read_split(data_dir, "sst-2", "dev")}
+    read, convert = [], glue.convert_example
+
+    def counting(example, *args, **kwargs):
+        if example["text_a"] in train - dev:
+            read.append(example["text_a"])
+        return convert(example, *args, **kwargs)
+
+    monkeypatch.setattr(glue, "convert_example", counting)
+    result = run.main(["--config_path", config, "--save_dir", str(tmp_path / "out")])
+    assert result["train_examples"] == len(train_rows) == 400
+    assert 8 <= len(read) <= 80
+
+
 def test_post_training_quantization_scores_the_dev_set_once_after(trace_model, tmp_path, monkeypatch):
     """run.py scores the dev set before and after; PaddleSlim does not score the saved model a
     second time (workarounds.final_evaluation_left_to_caller), and its variables leave with its scope."""
