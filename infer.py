@@ -415,12 +415,12 @@ def main(argv=None):
         predictions = {}
         metrics = glue.evaluate(predict, features, task, args.batch_size, collate, predictions=predictions)
         result = {"mode": "accuracy", **setup, "metrics": metrics}
-        rows = {split: {"prediction": predictions[split], "label": [f["label"].item() for f in features[split]]}
-                for split in features}
+        predicted = {split: {"prediction": predictions[split], "label": [f["label"].item() for f in features[split]]}
+                     for split in features}
         line = f"accuracy {task} {args.model_path}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     os.makedirs(save_dir, exist_ok=True)
     if not args.perf:
-        cli.write_json(os.path.join(save_dir, "predictions.json"), rows)
+        cli.write_json(os.path.join(save_dir, "predictions.json"), predicted)
     cli.write_json(os.path.join(save_dir, "results.json"), result)
     print(line)
     return result
