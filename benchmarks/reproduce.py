@@ -192,6 +192,15 @@ def run_task(task, args):
                 steps.run(f"perf_{key}_b{batch}", lambda: common.run_infer(
                     task, path, flags + data + ["--batch_size", str(batch), "--max_seq_length", str(SEQ), "--perf",
                                                 "--perf_steps", str(count)], os.path.join(work, "infer")))
+        if "ptq" in args.strategies:  # PTQ's spread over calibration draws (seed 0 is the run above)
+            for seed in args.ptq_seeds:
+                key, out = f"ptq_seed{seed}", os.path.join(work, f"ptq_seed{seed}")
+                config, sets = strategy_config(task, "ptq", work, args.train_iter)
+                steps.run(f"compress_{key}", lambda: compress(
+                    config, base, out, data + [a for s in sets + [f"Global.seed={seed}"] for a in ("--set", s)]))
+                steps.run(f"infer_{key}", lambda: common.run_infer(
+                    task, out, ["--int8"] + data + ["--batch_size", "32", "--max_seq_length", str(SEQ)],
+                    os.path.join(work, "dev", key))["metrics"])
         # accuracy only (one timed batch): the peers' latency is benchmarks/latency's
         steps.run(PEER, lambda: common.run_peer(PEER_KIND, os.path.join(work, "hf"), os.path.join(work, "peer"), task,
                                                 32, 1, 0, os.cpu_count() or 1, args.data_dir, accuracy=True)["metrics"])
@@ -258,6 +267,10 @@ def summarize(task, done, work):
             if name.startswith(f"perf_{key}_b"):
                 entry["perf"][name.rsplit("_b", 1)[1]] = step["result"]
         row["models"][key] = entry
+    seeds = {name[len("infer_ptq_seed"):]: step["result"] for name, step in done.items()
+             if name.startswith("infer_ptq_seed")}
+    if seeds and "ptq" in row["models"]:
+        row["models"]["ptq"]["metrics_by_seed"] = {"0": row["models"]["ptq"]["metrics"], **seeds}
     if PEER in done:
         row["models"][PEER] = {"metrics": done[PEER]["result"], "perf": {}}
     return row
@@ -346,6 +359,26 @@ def changed_table(results, keys):
     return lines
 
 
+def seed_table(results):
+    """PTQ's dev metric per calibration draw (Global.seed), per task: how far one run's result can move."""
+    rows = [row for row in results["tasks"] if row["models"].get("ptq", {}).get("metrics_by_seed")]
+    if not rows:
+        return []
+    seeds = sorted({s for row in rows for s in row["models"]["ptq"]["metrics_by_seed"]}, key=int)
+    lines = ["", "## PTQ per calibration draw", "",
+             "The shipped PTQ config run again with other `Global.seed` values, which draw other calibration "
+             "batches (seed 0 is the run in the tables above); change against the base in points.", "",
+             "| task | base | " + " | ".join(f"seed {s}" for s in seeds) + " | range |", "|---|---|" + "---|" * (len(seeds) + 1)]
+    for row in rows:
+        base = row["models"]["base"]["metrics"]["headline"]
+        by_seed = row["models"]["ptq"]["metrics_by_seed"]
+        values = [by_seed[s]["headline"] for s in seeds if s in by_seed]
+        cells = [f"{100 * (by_seed[s]['headline'] - base):+.2f}" if s in by_seed else "–" for s in seeds]
+        lines.append(f"| {row['task']} | {100 * base:.2f} | " + " | ".join(cells)
+                     + f" | {100 * (max(values) - min(values)):.2f} |")
+    return lines
+
+
 def render(results):
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
     peers = [PEER] if any(PEER in row["models"] for row in results["tasks"]) else []
@@ -370,7 +403,7 @@ def render(results):
                   f"{peer.CALIBRATION_ROWS} training sentences) and run by OpenVINO in int8 "
                   "(`benchmarks/latency/peer.py`); its latency is in benchmarks/latency."]
     lines += [""] + goal_lines(results, keys[1:] + peers)
-    lines += changed_table(results, keys[1:])
+    lines += changed_table(results, keys[1:]) + seed_table(results)
     if any(row["models"].get(k, {}).get("metrics_openvino") for row in results["tasks"] for k in keys):
         import predictors
 
@@ -456,6 +489,9 @@ def parse_args(argv=None):
     parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=list(glue.TASK_NAMES))
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
     parser.add_argument("--train_iter", type=int, default=60, help="training steps of each compression strategy")
+    parser.add_argument("--ptq_seeds", type=int, nargs="*", default=[1, 2],
+                        help="PTQ alone again with these Global.seed values (other calibration batches), dev metric "
+                             "only: the spread of one run's result (default: %(default)s; none: --ptq_seeds)")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20])
     args = parser.parse_args(argv)
@@ -470,7 +506,7 @@ def main(argv=None):
     def measure(results, save):
         from tqdm import tqdm
 
-        results.update(settings={"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE,
+        results.update(settings={"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE, "ptq_seeds": args.ptq_seeds,
                                  "compression_eval_samples": EVAL_SAMPLES,
                                  "strategies": {k: STRATEGIES[k] for k in args.strategies}}, stages=[], tasks=[])
         for task in tqdm(args.tasks, desc="tasks"):

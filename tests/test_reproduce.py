@@ -121,6 +121,34 @@ def test_changed_rows_counts_each_way_with_the_sign_test(reproduce, tmp_path):
     assert "## Dev rows" not in reproduce.render(results_of(task_row("rte", 0.60, 0.60, 0.58, 100.0)))
 
 
+def test_render_shows_ptq_per_calibration_draw(reproduce):
+    results = results_of(task_row("rte", 0.60, 0.60, 0.58, 100.0), task_row("sst-2", 0.80, 0.79, 0.81, 400.0))
+    results["tasks"][0]["models"]["ptq"] = {"metrics": {"headline": 0.59}, "perf": {}, "metrics_by_seed": {
+        "0": {"headline": 0.59}, "1": {"headline": 0.605}, "2": {"headline": 0.60}}}
+    text = reproduce.render(results)
+    assert "| task | base | seed 0 | seed 1 | seed 2 | range |" in text
+    assert "| rte | 60.00 | -1.00 | +0.50 | +0.00 | 1.50 |" in text and "| sst-2 | 80.00 |" not in text
+    assert "per calibration draw" not in reproduce.render(results_of(task_row("rte", 0.60, 0.60, 0.58, 100.0)))
+
+
+def test_summarize_collects_the_ptq_seeds_and_the_peer(reproduce, tmp_path):
+    """A task's steps.json as run_task leaves it -> its row: PTQ per seed (seed 0 is the PTQ run), the peer."""
+    def step(result):
+        return {"result": result, "seconds": 1.0}
+
+    done = {"finetune": step({"dev_metrics": {"headline": 0.6}}), "eval_converted": step({"headline": 0.6}),
+            "infer_base": step({"headline": 0.6}), "infer_ptq": step({"headline": 0.59}),
+            "compress_ptq": step({"strategies": ["quant_post"], "metrics_after": {"headline": 0.59},
+                                  "compress_seconds": 30.0}),
+            "compress_ptq_seed1": step({"metrics_after": {"headline": 0.61}}), "infer_ptq_seed1": step({"headline": 0.61}),
+            "peer_nncf": step({"headline": 0.595})}
+    row = reproduce.summarize("rte", done, str(tmp_path))
+    assert row["models"]["ptq"]["metrics_by_seed"] == {"0": {"headline": 0.59}, "1": {"headline": 0.61}}
+    assert row["models"]["peer_nncf"] == {"metrics": {"headline": 0.595}, "perf": {}}
+    assert row["models"]["ptq"]["changed"] is None  # no predictions.json in tmp_path
+    assert set(row["models"]) == {"base", "ptq", "peer_nncf"}
+
+
 def test_render_names_partial_train_files_and_sampled_compressions(reproduce):
     text = reproduce.render(results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0),
                                        task_row("qqp", 0.80, 0.79, 0.81, 400.0)))
