@@ -118,7 +118,27 @@ def render(results):
                   "layers, from fp32) and `elementwise_mul` (smooth.py's division of that input, where the model "
                   "was smoothed). The attention matmuls (`fused_matmul`), softmax and LayerNorm stay fp32 in every "
                   "model."]
+    lines += ceiling(models)
     return "\n".join(lines) + "\n"
+
+
+def ceiling(models):
+    """Per int8 model: how much faster its fc ops are than the base's, and the model's speed-up were every
+    other op as fast as in the base (no quantize, no smoothing, nothing else slower): what int8 linear
+    layers alone can give on this CPU."""
+    base = models.get("base")
+    int8 = [k for k, m in models.items() if m["precision"] == "int8" and m["ops"].get("fc")]
+    if not base or not base["ops"].get("fc") or not int8:
+        return []
+    labels = {**reproduce.LABELS, "base": "base"}
+    total, fc = sum(base["ops"].values()), base["ops"]["fc"]
+    lines = ["", f"The ceiling of int8 linear layers: the base spends {fc:.1f} of its {total:.1f} ms in fc. Were "
+             "every other op of an int8 model as fast as the base's, the model would run at the speed-up in the "
+             "last column.", "", "| model | fc ms, int8 | fc speed-up | speed-up ceiling |", "|---|---|---|---|"]
+    for k in int8:
+        mine = models[k]["ops"]["fc"]
+        lines.append(f"| {labels[k]} | {mine:.1f} | {fc / mine:.2f}× | {total / (total - fc + mine):.2f}× |")
+    return lines
 
 
 def parse_args(argv=None):

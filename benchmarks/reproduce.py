@@ -430,7 +430,7 @@ def render(results):
             f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in results["stages"]) + " |")
     fixed = [row["task"] for row in results["tasks"] if any(m.get("mkl_avx2_on_amd") for m in row["models"].values())]
     older = [row["task"] for row in results["tasks"]
-             if any(k != "base" and m.get("mkl_avx2_on_amd") is None for k, m in row["models"].items())]
+             if any(k in STRATEGIES and m.get("mkl_avx2_on_amd") is None for k, m in row["models"].items())]
     if fixed and older:
         lines += ["", f"run.py ran with MKL's AVX2 kernels (`workarounds.mkl_avx2_on_amd`) for "
                   f"{', '.join(fixed)}; its times for {', '.join(older)} predate that fix."]

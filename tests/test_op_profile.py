@@ -33,3 +33,11 @@ def test_profiles_each_model_of_the_task(op_profile, trace_model, tmp_path):
 def test_no_models_is_one_error_line(op_profile, tmp_path):
     with pytest.raises(cli.InputError, match="run benchmarks/reproduce.py --tasks rte first"):
         op_profile.main(["--task", "rte", "--work_dir", str(tmp_path), "--save_dir", str(tmp_path / "out")])
+
+
+def test_ceiling_of_int8_linear_layers(op_profile):
+    """fc 200 of 240 ms in the base, 50 in the int8 model: 4.00× on fc, and at most 240 / (40 + 50) = 2.67×."""
+    models = {"base": {"precision": "fp32", "ops": {"fc": 200.0, "softmax": 40.0}},
+              "ptq": {"precision": "int8", "ops": {"fc": 50.0, "softmax": 45.0, "quantize": 10.0}}}
+    assert "| PTQ | 50.0 | 4.00× | 2.67× |" in op_profile.ceiling(models)
+    assert op_profile.ceiling({"base": models["base"]}) == []
