@@ -413,8 +413,9 @@ def render(results):
                   f"The same int8 models in the peer runtime ({bits}). The base column is the fp32 model of the "
                   "table above.", ""]
         lines += dev_table(results, keys, "openvino") + [""] + goal_lines(results, keys[1:], "openvino")
-    lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
-              "| task | batch | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
+    if any(row["models"].get("base", {}).get("perf") for row in results["tasks"]):  # none: an accuracy-only run
+        lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
+                  "| task | batch | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in results["tasks"]:
         base = row["models"].get("base", {}).get("perf", {})
         for batch in sorted(base, key=int):
@@ -423,11 +424,11 @@ def render(results):
                 p = row["models"].get(k, {}).get("perf", {}).get(batch)
                 cells.append(f"{p['p50_ms']:.1f} ({base[batch]['p50_ms'] / p['p50_ms']:.2f}×)" if p else "–")
             lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Wall time per stage (s)", "", "| task | " + " | ".join(results["stages"]) + " |",
-              "|---|" + "---|" * len(results["stages"])]
+    stages = [s for s in results["stages"] if any(s in row["seconds"] for row in results["tasks"])]
+    lines += ["", "## Wall time per stage (s)", "", "| task | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
     for row in results["tasks"]:
         lines.append(f"| {row['task']} | " + " | ".join(
-            f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in results["stages"]) + " |")
+            f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in stages) + " |")
     fixed = [row["task"] for row in results["tasks"] if any(m.get("mkl_avx2_on_amd") for m in row["models"].values())]
     older = [row["task"] for row in results["tasks"]
              if any(k in STRATEGIES and m.get("mkl_avx2_on_amd") is None for k, m in row["models"].items())]

@@ -35,6 +35,8 @@ QAT_FIELDS = {"smooth_alpha": None, "skip_head": False, "use_pact": False}
 # the shipped config's, its column
 STRATEGIES = {
     "prune_ptq": ("prune_ptq", ["HyperParameterOptimization"], {}, reproduce.STRATEGIES["prune_ptq"]["label"]),
+    "prune_fp32": ("prune_ptq", ["QuantPost", "HyperParameterOptimization"], {},
+                   "prune + distill, not quantized (fp32)"),
     "distill_qat": ("distill_qat", [], {}, reproduce.STRATEGIES["distill_qat"]["label"]),
     "distill_qat_unsmoothed": ("distill_qat", [], {"smooth_alpha": None},
                                "distill + QAT, not smoothed (the document's QuantAware)"),
@@ -61,7 +63,8 @@ def run_one(task, key, train_iter, base, work, data):
     sets += [f"QuantAware.{k}={json.dumps(v)}" for k, v in values.items()]
     out = os.path.join(folder, "model")
     compressed = reproduce.compress(config, base, out, data + [a for s in sets for a in ("--set", s)])
-    deployed = common.run_infer(task, out, ["--int8", "--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)]
+    precision = [] if "QuantPost" in drop else ["--int8"]  # pruned only: no quantize ops to run in int8
+    deployed = common.run_infer(task, out, precision + ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)]
                                 + data, os.path.join(folder, "infer"))
     result = {"metrics": deployed["metrics"], "before": compressed["metrics_before"],
               "strategies": compressed["strategies"], "compress_seconds": compressed["compress_seconds"],
@@ -90,9 +93,10 @@ def render(results):
     lines = ["# Distillation: dev metric against training steps", "", common.provenance(results), "",
              f"Task {results['task']} ({results['metric']}), MiniLM fine-tuned and converted as in "
              "benchmarks/reproduce.py, batch 32. Each cell: dev metric on the whole dev split as `infer.py --int8` "
-             "deploys the compressed model, its change against the fp32 model, and run.py's wall time. The prune "
-             "rows run without the hyper-parameter search (QuantPost as configured), so only the training "
-             "changes. One run per cell: differences of a few tenths of a point may be noise.", "",
+             "deploys the compressed model (the fp32 column: `infer.py` without it), its change against the fp32 "
+             "model, and run.py's wall time. The prune + PTQ rows run without the hyper-parameter search "
+             "(QuantPost as configured), so only the training changes. One run per cell: differences of a few "
+             "tenths of a point may be noise.", "",
              "| train_iter | " + " | ".join(STRATEGIES[k][3] for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for steps in sorted({r["train_iter"] for r in runs.values()}):
         cells = []

@@ -44,6 +44,14 @@ def test_render_averages_and_goal(reproduce):
     assert "- prune + distill, then PTQ: average -0.20 points, worst sst-2 -0.40: accuracy met;" \
         in reproduce.render(results)
     assert "| sst-2 | 32 | 400.0 (1.00×) | 100.0 (4.00×) | 200.0 (2.00×) |" in text
+    assert "## Latency" in text and "| task | finetune |" in text
+    results["stages"] += ["perf_base_b32"]  # an accuracy-only run: no latency table, no stage none of its tasks ran
+    for row in results["tasks"]:
+        for model in row["models"].values():
+            model["perf"] = {}
+    text = reproduce.render(results)
+    assert "## Latency" not in text and "speed-up not measured: speed not met" in text
+    assert "| task | finetune |" in text and "perf_base_b32" not in text
 
 
 def test_headline_names_the_training_only_where_a_strategy_trains(reproduce):
@@ -224,6 +232,32 @@ def test_train_iter_table(reproduce):
         "| sts-b, deployed with `--int8` | train_iter | pearson (fp32 80.00) |\n|---|---|---|\n"
         "| distill + QAT | 60 | 80.50 (+0.50) |\n"
         "| distill + QAT, not smoothed (the document's QuantAware) | 60 | 79.00 (-1.00) |")
+
+
+def test_train_iter_prune_fp32_runs_pruning_alone_and_infers_without_int8(reproduce, tmp_path, monkeypatch):
+    import yaml
+
+    train_iter = load_benchmark("train_iter")
+    calls = {}
+
+    def compress(config, base, out, extra):
+        with open(config) as f:
+            calls["sections"] = set(yaml.safe_load(f))
+        return {"metrics_before": {"headline": 0.8}, "strategies": ["transformer_prune_dis"],
+                "compress_seconds": 1.0, "peak_rss_mb": 1.0}
+
+    def run_infer(task, model_dir, infer_args, save_dir):
+        calls.setdefault("infer", []).append(infer_args)
+        return {"metrics": {"headline": 0.79}}
+
+    monkeypatch.setattr(train_iter.reproduce, "compress", compress)
+    monkeypatch.setattr(train_iter.common, "run_infer", run_infer)
+    train_iter.run_one("sst-2", "prune_fp32", 60, "base", str(tmp_path), [])
+    assert {"TransformerPrune", "Distillation", "TrainConfig"} <= calls["sections"]
+    assert not calls["sections"] & {"QuantPost", "HyperParameterOptimization"}
+    train_iter.run_one("sst-2", "prune_ptq", 60, "base", str(tmp_path), [])
+    assert "QuantPost" in calls["sections"] and "HyperParameterOptimization" not in calls["sections"]
+    assert ["--int8" in a for a in calls["infer"]] == [False, True]
 
 
 @pytest.mark.parametrize("script", ["reproduce.py", "ptq_diagnostic.py", "train_iter.py", "finetune.py",
