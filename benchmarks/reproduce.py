@@ -416,14 +416,14 @@ def render(results):
     if any(row["models"].get("base", {}).get("perf") for row in results["tasks"]):  # none: an accuracy-only run
         lines += ["", "## Latency (`infer.py --perf`, CPU, sequence length 128, p50 ms per batch; × base)", "",
                   "| task | batch | " + " | ".join(LABELS[k] for k in keys) + " |", "|---|---|" + "---|" * len(keys)]
-    for row in results["tasks"]:
-        base = row["models"].get("base", {}).get("perf", {})
-        for batch in sorted(base, key=int):
-            cells = [row["task"], batch]
-            for k in keys:
-                p = row["models"].get(k, {}).get("perf", {}).get(batch)
-                cells.append(f"{p['p50_ms']:.1f} ({base[batch]['p50_ms'] / p['p50_ms']:.2f}×)" if p else "–")
-            lines.append("| " + " | ".join(cells) + " |")
+        for row in results["tasks"]:
+            base = row["models"].get("base", {}).get("perf", {})
+            for batch in sorted(base, key=int):
+                cells = [row["task"], batch]
+                for k in keys:
+                    p = row["models"].get(k, {}).get("perf", {}).get(batch)
+                    cells.append(f"{p['p50_ms']:.1f} ({base[batch]['p50_ms'] / p['p50_ms']:.2f}×)" if p else "–")
+                lines.append("| " + " | ".join(cells) + " |")
     stages = [s for s in results["stages"] if any(s in row["seconds"] for row in results["tasks"])]
     lines += ["", "## Wall time per stage (s)", "", "| task | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
     for row in results["tasks"]:

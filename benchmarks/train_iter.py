@@ -12,8 +12,8 @@ hyper-parameter search, so that only the training changes: QuantPost as the conf
 distillation + QAT; and on request variants of distillation + QAT that change QuantAware values of
 the shipped config, and pruning + distillation alone (prune_fp32: what the pruning costs before any
 quantization), each in a column of its own (see STRATEGIES). The dev metric of each is infer.py
---int8's on the whole dev split, as the model is deployed (prune_fp32's: infer.py in fp32); wall time and peak resident
-memory come from the run.py process. Resumable: finished runs are kept in
+--int8's on the whole dev split, as the model is deployed (prune_fp32's: infer.py in fp32); wall
+time and peak resident memory come from the run.py process. Resumable: finished runs are kept in
 <work_dir>/<task>/train_iter.json.
 """
 import argparse
