@@ -3,18 +3,20 @@
     python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sst-2 --train_iters 40 120 360
     python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sts-b --train_iters 60 --strategies distill_qat \
         distill_qat_unsmoothed distill_qat_head_fp32 distill_qat_no_pact --save_dir benchmarks/train_iter/sts-b
+    python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sst-2 --train_iters 60 --strategies prune_fp32 \
+        --learning_rates 2e-5 1e-4 --save_dir benchmarks/train_iter/sst-2
     python benchmarks/train_iter.py --render_only        # RESULTS.md from results.json
 
 On the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work folder, so a task
 reproduce.py prepared is not fine-tuned again), each training strategy of the reproduction runs
-with each step count, in its own process: pruning + distillation then PTQ (without its
-hyper-parameter search, so that only the training changes: QuantPost as the config sets it), and
-distillation + QAT; and on request variants of distillation + QAT that change QuantAware values of
-the shipped config, and pruning + distillation alone (prune_fp32: what the pruning costs before any
-quantization), each in a column of its own (see STRATEGIES). The dev metric of each is infer.py
---int8's on the whole dev split, as the model is deployed (prune_fp32's: infer.py in fp32); wall
-time and peak resident memory come from the run.py process. Resumable: finished runs are kept in
-<work_dir>/<task>/train_iter.json.
+with each step count (and at each --learning_rates value, a column each), in its own process:
+pruning + distillation then PTQ (without its hyper-parameter search, so that only the training
+changes: QuantPost as the config sets it), and distillation + QAT; and on request variants of
+distillation + QAT that change QuantAware values of the shipped config, and pruning + distillation
+alone (prune_fp32: what the pruning costs before any quantization), each in a column of its own
+(see STRATEGIES). The dev metric of each is infer.py --int8's on the whole dev split, as the model
+is deployed (prune_fp32's: infer.py in fp32); wall time and peak resident memory come from the
+run.py process. Resumable: finished runs are kept in <work_dir>/<task>/train_iter.json.
 """
 import argparse
 import json
@@ -30,6 +32,7 @@ import glue  # noqa: E402
 import reproduce  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "train_iter")
+LR_SET = "TrainConfig.learning_rate="
 # The QuantAware values that tell distill + QAT runs apart, with the defaults of run.py and PaddleSlim.
 QAT_FIELDS = {"smooth_alpha": None, "skip_head": False, "use_pact": False}
 # key -> the reproduction's strategy it runs, the config sections left out, QuantAware values that differ from
@@ -55,13 +58,31 @@ def qat_variants(task):
             for key, (strategy, _, values, _) in STRATEGIES.items() if strategy == "distill_qat"}
 
 
-def run_one(task, key, train_iter, base, work, data):
-    """One strategy at one step count: run.py, then infer.py --int8 on the whole dev split."""
-    folder = os.path.join(work, "train_iter", f"{key}_{train_iter}")
+def learning_rate(sets):
+    """The TrainConfig.learning_rate among --set overrides; None: the config's."""
+    return next((float(s[len(LR_SET):]) for s in sets if s.startswith(LR_SET)), None)
+
+
+def run_name(key, train_iter, lr=None):
+    """A run's name among the finished steps: the strategy and step count, and the learning rate it trains
+    at where an override sets it (`lr`, else the reproduction's)."""
+    if lr is None:
+        lr = learning_rate(reproduce.STRATEGIES[STRATEGIES[key][0]]["set"])
+    return f"{key}_{train_iter}" + ("" if lr is None else f"_lr{lr:g}")
+
+
+def run_one(task, key, train_iter, base, work, data, lr=None):
+    """One strategy at one step count (at learning rate `lr` in place of the reproduction's, if given):
+    run.py, then infer.py --int8 on the whole dev split."""
+    folder = os.path.join(work, "train_iter", run_name(key, train_iter, lr))
     os.makedirs(folder, exist_ok=True)
     strategy, drop, values, _ = STRATEGIES[key]
     config, sets = reproduce.strategy_config(task, strategy, folder, train_iter, drop=drop)
     sets += [f"QuantAware.{k}={json.dumps(v)}" for k, v in values.items()]
+    if lr is not None:
+        text = repr(float(lr))  # YAML reads 2e-05 as text, 2.0e-05 as a number
+        sets = [s for s in sets if not s.startswith(LR_SET)] + [LR_SET + (text if "." in text else
+                                                                          text.replace("e", ".0e"))]
     out = os.path.join(folder, "model")
     compressed = reproduce.compress(config, base, out, data + [a for s in sets for a in ("--set", s)])
     precision = [] if "QuantPost" in drop else ["--int8"]  # pruned only: no quantize ops to run in int8
@@ -76,21 +97,41 @@ def run_one(task, key, train_iter, base, work, data):
     return result
 
 
-def column(run, variants):
-    """The column of a run: for distill + QAT, the variant (qat_variants) whose QuantAware values it ran
-    with (runs from before those were recorded ran the document's QuantAware, with the pooler and
-    classifier fp32 where they record skip_head true)."""
+def column(run, variants, task):
+    """The column of a run, (STRATEGIES key, learning rate): for distill + QAT, the variant (qat_variants)
+    whose QuantAware values it ran with (runs from before those were recorded ran the document's
+    QuantAware, with the pooler and classifier fp32 where they record skip_head true); the learning rate
+    its --set overrides gave it, else its config's."""
+    lr = learning_rate(run.get("sets", []))
+    if lr is None:
+        lr = reproduce.shipped_config(task, STRATEGIES[run["strategy"]][0])["TrainConfig"]["learning_rate"]
     if not run["strategy"].startswith("distill_qat"):
-        return run["strategy"]
+        return run["strategy"], lr
     ran = run.get("quant_aware") or {**QAT_FIELDS, "use_pact": True, "skip_head": bool(run.get("skip_head"))}
-    return next((k for k, v in variants.items() if v == ran), run["strategy"])
+    return next((k for k, v in variants.items() if v == ran), run["strategy"]), lr
+
+
+def label(col):
+    key, lr = col
+    return f"{STRATEGIES[key][3]}, lr {lr:g}"
+
+
+def ordered(col):
+    """Columns in STRATEGIES' order, then by learning rate."""
+    return list(STRATEGIES).index(col[0]), col[1]
+
+
+def base_metric(results, run):
+    """The fp32 model's dev metric on the whole dev split (the converted model's, where recorded; before
+    that, what run.py scored it before compressing, on Global.eval_samples rows where the task sets them)."""
+    return results.get("base_metrics", run["before"])["headline"]
 
 
 def render(results):
     runs = results["runs"]
     variants = qat_variants(results["task"])
-    cell = {(column(r, variants), r["train_iter"]): r for r in runs.values()}
-    keys = [k for k in STRATEGIES if any(c == k for c, _ in cell)]
+    cell = {(column(r, variants, results["task"]), r["train_iter"]): r for r in runs.values()}
+    keys = sorted({c for c, _ in cell}, key=ordered)
     lines = ["# Distillation: dev metric against training steps", "", common.provenance(results), "",
              f"Task {results['task']} ({results['metric']}), MiniLM fine-tuned and converted as in "
              "benchmarks/reproduce.py, batch 32. Each cell: dev metric on the whole dev split as `infer.py --int8` "
@@ -98,13 +139,13 @@ def render(results):
              "model, and run.py's wall time. The prune + PTQ rows run without the hyper-parameter search "
              "(QuantPost as configured), so only the training changes. One run per cell: differences of a few "
              "tenths of a point may be noise.", "",
-             "| train_iter | " + " | ".join(STRATEGIES[k][3] for k in keys) + " |", "|---|" + "---|" * len(keys)]
+             "| train_iter | " + " | ".join(label(k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for steps in sorted({r["train_iter"] for r in runs.values()}):
         cells = []
         for key in keys:
             run = cell.get((key, steps))
             if run:
-                metric, base = run["metrics"]["headline"], run["before"]["headline"]
+                metric, base = run["metrics"]["headline"], base_metric(results, run)
                 cells.append(f"{100 * metric:.2f} ({100 * (metric - base):+.2f}), {run['compress_seconds']:.0f} s")
             else:
                 cells.append("–")
@@ -119,15 +160,15 @@ def render(results):
 def summary(results):
     """The README's short table: each run's dev metric and its change, a row per column and step count."""
     variants = qat_variants(results["task"])
-    runs = sorted(((column(r, variants), r) for r in results["runs"].values()),
-                  key=lambda kr: (list(STRATEGIES).index(kr[0]), kr[1]["train_iter"]))
-    base = runs[0][1]["before"]["headline"]
+    runs = sorted(((column(r, variants, results["task"]), r) for r in results["runs"].values()),
+                  key=lambda kr: (ordered(kr[0]), kr[1]["train_iter"]))
+    base = base_metric(results, runs[0][1])
     lines = [f"| {results['task']}, deployed with `--int8` | train_iter | {results['metric']} "
              f"(fp32 {100 * base:.2f}) |", "|---|---|---|"]
-    for key, run in runs:
+    for col, run in runs:
         metric = run["metrics"]["headline"]
-        lines.append(f"| {STRATEGIES[key][3]} | {run['train_iter']} | {100 * metric:.2f} "
-                     f"({100 * (metric - run['before']['headline']):+.2f}) |")
+        lines.append(f"| {label(col)} | {run['train_iter']} | {100 * metric:.2f} "
+                     f"({100 * (metric - base_metric(results, run)):+.2f}) |")
     return "\n".join(lines)
 
 
@@ -137,9 +178,13 @@ def parse_args(argv=None):
     parser.add_argument("--task", type=glue.task_arg, default="sst-2")
     parser.add_argument("--train_iters", type=int, nargs="+", default=[40, 120, 360])
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=["prune_ptq", "distill_qat"])
+    parser.add_argument("--learning_rates", type=float, nargs="+", default=[None], metavar="LR",
+                        help="TrainConfig.learning_rate of every run, each in turn (default: the reproduction's)")
     args = parser.parse_args(argv)
     if min(args.train_iters) < 1:
         parser.error("--train_iters must be 1 or more")
+    if any(lr is not None and lr <= 0 for lr in args.learning_rates):
+        parser.error("--learning_rates must be above 0")
     return args
 
 
@@ -148,17 +193,19 @@ def main(argv=None):
 
     def measure(results, save):
         results.update(task=args.task, metric=glue.headline_metric(args.task), runs={},
-                       runs_planned=len(args.train_iters) * len(args.strategies))
+                       runs_planned=len(args.train_iters) * len(args.strategies) * len(args.learning_rates))
         work = os.path.join(args.work_dir, args.task)
         base = reproduce.prepare_base(args.task, args)
+        results["base_metrics"] = reproduce.Steps(os.path.join(work, "steps.json")).done["eval_converted"]["result"]
         data = ["--data_dir", args.data_dir] if args.data_dir else []
         done = reproduce.Steps(os.path.join(work, "train_iter.json"))
         for steps in sorted(args.train_iters):  # every strategy at a count before the next, longer count
             for key in args.strategies:
-                name = f"{key}_{steps}"
-                results["runs"][name] = {"strategy": key, "train_iter": steps, **done.run(
-                    name, lambda: run_one(args.task, key, steps, base, work, data))}
-                save()
+                for lr in args.learning_rates:
+                    name = run_name(key, steps, lr)
+                    results["runs"][name] = {"strategy": key, "train_iter": steps, **done.run(
+                        name, lambda: run_one(args.task, key, steps, base, work, data, lr))}
+                    save()
 
     return common.benchmark_main(args, "benchmarks/train_iter.py", argv, measure, render)
 

@@ -207,13 +207,21 @@ def test_train_iter_table(reproduce):
 
     shipped = train_iter.qat_variants("sst-2")["distill_qat"]
     assert shipped == {"smooth_alpha": 0.75, "skip_head": False, "use_pact": True}  # configs/sst-2.yaml
+    fast = ["TrainConfig.train_iter=40", "TrainConfig.learning_rate=1e-4"]
     text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
-                              "runs": {"prune_ptq_40": run("prune_ptq", 40, 0.78),
+                              "runs": {"prune_ptq_40_lr0.0001": run("prune_ptq", 40, 0.785, sets=fast),
+                                       "prune_ptq_40": run("prune_ptq", 40, 0.78),
                                        "distill_qat_40": run("distill_qat", 40, 0.79, quant_aware=shipped),
                                        "prune_ptq_120": run("prune_ptq", 120, 0.805)}})
-    assert "| train_iter | prune + distill, then PTQ | distill + QAT |" in text
-    assert "| 40 | 78.00 (-2.00), 4000 s | 79.00 (-1.00), 4000 s |" in text
-    assert "| 120 | 80.50 (+0.50), 12000 s | – |" in text
+    # a column per strategy and learning rate (without an override: the shipped config's, 2e-5 and 1e-6 here)
+    assert ("| train_iter | prune + distill, then PTQ, lr 2e-05 | prune + distill, then PTQ, lr 0.0001 | "
+            "distill + QAT, lr 1e-06 |") in text
+    assert "| 40 | 78.00 (-2.00), 4000 s | 78.50 (-1.50), 4000 s | 79.00 (-1.00), 4000 s |" in text
+    assert "| 120 | 80.50 (+0.50), 12000 s | – | – |" in text
+    # against the converted model's whole-dev metric where recorded (run.py's "before" may score a sample)
+    text = train_iter.render({**results_of(), "task": "qnli", "metric": "acc", "base_metrics": {"headline": 0.79},
+                              "runs": {"prune_ptq_120": run("prune_ptq", 120, 0.805)}})
+    assert "| 120 | 80.50 (+1.50), 12000 s |" in text
     assert "Machine: test cpu" in text
     # each run in the column of the QuantAware values it ran with, whatever it was named; runs from before
     # those were recorded ran the document's QuantAware (pooler and classifier fp32 where skip_head is true)
@@ -222,16 +230,16 @@ def test_train_iter_table(reproduce):
         "distill_qat_60": run("distill_qat", 60, 0.77, skip_head=True),
         "distill_qat_no_pact_120": run("distill_qat_no_pact", 120, 0.78,
                                        quant_aware={**shipped, "smooth_alpha": None, "use_pact": False})}})
-    assert ("| train_iter | distill + QAT, not smoothed (the document's QuantAware) | distill + QAT, not smoothed, "
-            "pooler + classifier fp32 | distill + QAT, not smoothed, no PACT |") in text
+    assert ("| train_iter | distill + QAT, not smoothed (the document's QuantAware), lr 1e-06 | distill + QAT, "
+            "not smoothed, pooler + classifier fp32, lr 1e-06 | distill + QAT, not smoothed, no PACT, lr 1e-06 |") in text
     assert "| 40 | 79.00 (-1.00), 4000 s | – | – |" in text and "| 60 | – | 77.00 (-3.00), 6000 s | – |" in text
     assert "| 120 | – | – | 78.00 (-2.00), 12000 s |" in text
     # the README's short table: a row per column and step count, in STRATEGIES' order
     assert train_iter.summary({"task": "sts-b", "metric": "pearson", "runs": {
         "b": run("distill_qat_unsmoothed", 60, 0.79), "a": run("distill_qat", 60, 0.805, quant_aware=shipped)}}) == (
         "| sts-b, deployed with `--int8` | train_iter | pearson (fp32 80.00) |\n|---|---|---|\n"
-        "| distill + QAT | 60 | 80.50 (+0.50) |\n"
-        "| distill + QAT, not smoothed (the document's QuantAware) | 60 | 79.00 (-1.00) |")
+        "| distill + QAT, lr 1e-06 | 60 | 80.50 (+0.50) |\n"
+        "| distill + QAT, not smoothed (the document's QuantAware), lr 1e-06 | 60 | 79.00 (-1.00) |")
 
 
 def test_train_iter_prune_fp32_runs_pruning_alone_and_infers_without_int8(reproduce, tmp_path, monkeypatch):
@@ -243,6 +251,7 @@ def test_train_iter_prune_fp32_runs_pruning_alone_and_infers_without_int8(reprod
     def compress(config, base, out, extra):
         with open(config) as f:
             calls["sections"] = set(yaml.safe_load(f))
+        calls["sets"] = extra[1::2]
         return {"metrics_before": {"headline": 0.8}, "strategies": ["transformer_prune_dis"],
                 "compress_seconds": 1.0, "peak_rss_mb": 1.0}
 
@@ -255,9 +264,14 @@ def test_train_iter_prune_fp32_runs_pruning_alone_and_infers_without_int8(reprod
     train_iter.run_one("sst-2", "prune_fp32", 60, "base", str(tmp_path), [])
     assert {"TransformerPrune", "Distillation", "TrainConfig"} <= calls["sections"]
     assert not calls["sections"] & {"QuantPost", "HyperParameterOptimization"}
-    train_iter.run_one("sst-2", "prune_ptq", 60, "base", str(tmp_path), [])
+    train_iter.run_one("sst-2", "prune_ptq", 60, "base", str(tmp_path), [], lr=2e-5)
     assert "QuantPost" in calls["sections"] and "HyperParameterOptimization" not in calls["sections"]
     assert ["--int8" in a for a in calls["infer"]] == [False, True]
+    # --learning_rates: the override in place of the reproduction's, in the run's name and its --set list
+    assert os.path.isdir(tmp_path / "train_iter" / "prune_ptq_60_lr2e-05")
+    lr_sets = [s for s in calls["sets"] if s.startswith("TrainConfig.learning_rate=")]
+    assert lr_sets == ["TrainConfig.learning_rate=2.0e-05"]  # 2e-05 would be text to run.py's YAML
+    assert train_iter.run_name("distill_qat", 60) == "distill_qat_60_lr1e-05"  # the reproduction's override
 
 
 @pytest.mark.parametrize("script", ["reproduce.py", "ptq_diagnostic.py", "train_iter.py", "finetune.py",
