@@ -241,10 +241,15 @@ def test_signal_while_publishing_completes_the_swap(tmp_path, signum):
                             stderr=subprocess.PIPE, text=True)
     proc.stdout.readline()  # generation 0 is published: every later publish replaces a folder
 
-    def swapping():  # the old result sits in the work folder, partly removed already
-        return any(os.path.isdir(os.path.join(tmp_path, d, "out"))
-                   and not os.path.isfile(os.path.join(tmp_path, d, "out", "part0"))
-                   for d in os.listdir(tmp_path) if d.startswith(".convert-"))
+    def swapping():  # the old result sits in the work folder, partly removed already: some files, not part0
+        for d in os.listdir(tmp_path):  # (a new result is written part0 first: an empty "out" is one starting)
+            try:
+                names = os.listdir(os.path.join(tmp_path, d, "out")) if d.startswith(".convert-") else []
+            except FileNotFoundError:
+                continue
+            if names and "part0" not in names:
+                return True
+        return False
     assert wait_for(swapping, proc)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
