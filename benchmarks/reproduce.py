@@ -14,7 +14,9 @@ benchmarks/latency/peer.py), scored on the same dev set.
 
 Resumable: every finished step is recorded in <work_dir>/<task>/steps.json and not redone. A log
 per task goes to <work_dir>/<task>/reproduce.log. Results: benchmarks/reproduce/results.json and
-RESULTS.md (the README's tables are rendered from them).
+RESULTS.md (the README's tables are rendered from them). A run replaces the rows of the tasks it
+ran and keeps the others from the results.json already in --save_dir, each row with the run (command,
+machine, versions, settings) it came from: the eight tasks can be run a few at a time, on other days.
 """
 import argparse
 import json
@@ -280,6 +282,52 @@ def summarize(task, done, work):
     return row
 
 
+def run_of(results):
+    """The run a results dict records at its top: command, machine, versions, settings."""
+    return {k: results.get(k) for k in ("command", "machine", "versions", "settings")}
+
+
+def merge_rows(previous, rows, run):
+    """The task rows of a results.json after this run: the previous rows (previous: the results.json found in
+    --save_dir, or None) in their order, each replaced by this run's row of its task, then the tasks new to it.
+
+    Args:
+        rows: this run's finished rows; each gets `run` (run_of this run's results) as its "run".
+    """
+    merged = {}
+    for row in previous["tasks"] if previous else []:
+        merged[row["task"]] = {**row, "run": row.get("run") or run_of(previous)}  # written before rows kept their run
+    for row in rows:
+        merged[row["task"]] = {**row, "run": run}
+    return list(merged.values())
+
+
+def runs(results):
+    """The runs the rows came from, in the order of their first row: [(run, [tasks])]."""
+    def same(a, b):  # the command differs from run to run (--tasks)
+        return all(a.get(k) == b.get(k) for k in ("machine", "versions", "settings"))
+
+    groups = []
+    for row in results["tasks"]:
+        run = row.get("run") or run_of(results)
+        tasks = next((tasks for other, tasks in groups if same(other, run)), None)
+        if tasks is None:
+            groups.append((run, [row["task"]]))
+        else:
+            tasks.append(row["task"])
+    return groups
+
+
+def describe_run(run):
+    """One run, as the tables' provenance names it: machine, steps and overrides per strategy, versions, command."""
+    m, settings = run["machine"], run.get("settings") or {}
+    strategies = "; ".join(f"{k} " + (" ".join(f"`{s}`" for s in v["set"]) or "as shipped")
+                           for k, v in settings.get("strategies", {}).items())
+    return (f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; {settings.get('train_iter')} training steps; "
+            f"overrides: {strategies or 'none recorded'}; "
+            + ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()) + f"; `{run['command']}`")
+
+
 def deployed(model, how):
     """A model's dev metrics as `how` deploys it: "paddle" (infer.py, --int8 for a compressed model), or
     "openvino" (its int8 score under --backend openvino where measured, else the Paddle one: the base)."""
@@ -387,8 +435,12 @@ def render(results):
     keys = ["base"] + [k for k in STRATEGIES if any(k in row["models"] for row in results["tasks"])]
     peers = [PEER] if any(PEER in row["models"] for row in results["tasks"]) else []
     lines = ["# Reproduction: MiniLM fine-tuned on GLUE, converted, compressed, deployed", "",
-             common.provenance(results), "",
-             "## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", ""]
+             common.provenance(results), ""]
+    groups = runs(results)
+    if len(groups) > 1:  # each task's latency ratios were measured in one run, on one machine
+        lines += [f"The rows come from {len(groups)} runs (the last one's command is above):", ""]
+        lines += [f"- {', '.join(tasks)}: {describe_run(run)}" for run, tasks in groups] + [""]
+    lines += ["## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", ""]
     lines += dev_table(results, keys + peers, "paddle")
     tasks = [row["task"] for row in results["tasks"]]
     partial = [t for t in ("qqp", "qnli", "mnli") if t in tasks]
@@ -455,12 +507,15 @@ def headline(results, folder="reproduce"):
     and the median speed-up and peak memory over the tasks; a link to benchmarks/<folder>/RESULTS.md."""
     import statistics
 
-    tasks = results["tasks"]
+    tasks, groups = results["tasks"], runs(results)
     trained = any(k not in ("base", "ptq") for r in tasks for k in r["models"])  # PTQ alone does not train
+    steps = sorted({(run.get("settings") or {}).get("train_iter") for run, _ in groups}, key=str)
+    machines = list(dict.fromkeys(f"{run['machine']['cpu']} ({', '.join(run['machine']['isa'])}), "
+                                  f"{run['machine']['cores']} cores" for run, _ in groups))
     lines = [f"MiniLM fine-tuned on {tasks_count(len(tasks), 'GLUE ')} ({', '.join(r['task'] for r in tasks)}), "
-             + (f"each strategy trained {results['settings']['train_iter']} steps; " if trained else "")
-             + f"{results['machine']['cpu']} ({', '.join(results['machine']['isa'])}), "
-             f"{results['machine']['cores']} cores; dev metric as `infer.py` deploys each model, latency p50 at "
+             + (f"each strategy trained {' or '.join(map(str, steps))} steps; " if trained else "")
+             + (f"rows from {len(groups)} runs (settings per row in RESULTS.md); " if len(groups) > 1 else "")
+             + " and ".join(machines) + "; dev metric as `infer.py` deploys each model, latency p50 at "
              "sequence length 128:", "",
              "| strategy | average dev metric: base → compressed | worst task | speed-up, batch 1 / 32 (median) "
              "| peak memory of run.py |", "|---|---|---|---|---|"]
@@ -511,11 +566,15 @@ def main(argv=None):
     def measure(results, save):
         from tqdm import tqdm
 
+        found = os.path.join(args.save_dir, "results.json")
+        previous = common.read_results(args.save_dir) if os.path.isfile(found) else None
         results.update(settings={"seq": SEQ, "train_iter": args.train_iter, "finetune": FINETUNE, "ptq_seeds": args.ptq_seeds,
                                  "compression_eval_samples": EVAL_SAMPLES,
-                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}}, stages=[], tasks=[])
+                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}})
+        rows, run = [], run_of(results)
         for task in tqdm(args.tasks, desc="tasks"):
-            results["tasks"].append(summarize(task, run_task(task, args), os.path.join(args.work_dir, task)))
+            rows.append(summarize(task, run_task(task, args), os.path.join(args.work_dir, task)))
+            results["tasks"] = merge_rows(previous, rows, run)
             results["stages"] = list(dict.fromkeys(s for row in results["tasks"] for s in row["seconds"]))
             save()
 

@@ -317,3 +317,38 @@ def test_report_names_no_path_of_this_machine(tmp_path):
     common.benchmark_main(args, "benchmarks/x.py", ["--data_dir", data], measure, lambda r: r["command"] + r["rows"][0])
     report = (tmp_path / "out" / "RESULTS.md").read_text()
     assert report == "python benchmarks/x.py --data_dir $GLUE_DIR$GLUE_DIR/SST-2"
+
+
+def test_a_run_keeps_the_rows_of_the_tasks_it_did_not_run(reproduce, tmp_path, monkeypatch):
+    """Two runs of a few tasks each, on two machines, make one table; each row names the run it came from."""
+    def steps(ptq):  # a task's steps.json as run_task leaves it
+        def step(result):
+            return {"result": result, "seconds": 1.0}
+
+        return {"finetune": step({"dev_metrics": {"headline": 0.6}, "train_samples": 90, "train_samples_available": 90}),
+                "eval_converted": step({"headline": 0.6}), "infer_base": step({"headline": 0.6}),
+                "compress_ptq": step({"strategies": ["quant_post"], "metrics_after": {"headline": ptq},
+                                      "compress_seconds": 30.0}), "infer_ptq": step({"headline": ptq})}
+
+    save = str(tmp_path / "out")
+    argv = ["--strategies", "ptq", "--ptq_seeds", "--save_dir", save, "--work_dir", str(tmp_path / "work"), "--tasks"]
+    monkeypatch.setattr(reproduce, "run_task", lambda task, args: steps(0.59))
+    monkeypatch.setattr(reproduce.common, "machine", lambda: {"cpu": "first cpu", "cores": 2, "isa": ["avx2"]})
+    reproduce.main(argv + ["rte", "mrpc"])
+    monkeypatch.setattr(reproduce, "run_task", lambda task, args: steps(0.61))
+    monkeypatch.setattr(reproduce.common, "machine", lambda: {"cpu": "second cpu", "cores": 2, "isa": ["avx512_vnni"]})
+    results = reproduce.main(argv + ["mrpc", "cola"])
+    with open(os.path.join(save, "results.json")) as f:
+        assert json.load(f)["tasks"] == results["tasks"]
+    assert [(row["task"], row["models"]["ptq"]["metrics"]["headline"], row["run"]["machine"]["cpu"])
+            for row in results["tasks"]] == [("rte", 0.59, "first cpu"), ("mrpc", 0.61, "second cpu"),
+                                             ("cola", 0.61, "second cpu")]
+    with open(os.path.join(save, "RESULTS.md")) as f:
+        text = f.read()
+    assert "The rows come from 2 runs" in text
+    assert "- rte: first cpu (avx2), 2 cores; 60 training steps; overrides: ptq as shipped;" in text
+    assert "- mrpc, cola: second cpu (avx512_vnni), 2 cores;" in text and "--tasks mrpc cola`" in text
+    assert "| average | | | 60.00 | 60.00 | 60.33 |" in text
+    assert "rows from 2 runs (settings per row in RESULTS.md); first cpu (avx2), 2 cores and second cpu " \
+           "(avx512_vnni), 2 cores;" in reproduce.headline(results)
+    assert "rows come from" not in reproduce.render({**results, "tasks": results["tasks"][1:]})  # one run: its command
