@@ -22,6 +22,11 @@ def task_row(task, base, ptq, qat, ms):
             "models": {"base": model(base, ms), "prune_ptq": model(ptq, ms / 4), "distill_qat": model(qat, ms / 2)}}
 
 
+def step(result):
+    """One finished step as reproduce.Steps records it."""
+    return {"result": result, "seconds": 1.0}
+
+
 def results_of(*rows):
     return {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11"}, "versions": {"paddlepaddle": "2.6.2"},
             "command": "python benchmarks/reproduce.py", "stages": ["finetune"],
@@ -141,9 +146,6 @@ def test_render_shows_ptq_per_calibration_draw(reproduce):
 
 def test_summarize_collects_the_ptq_seeds_and_the_peer(reproduce, tmp_path):
     """A task's steps.json as run_task leaves it -> its row: PTQ per seed (seed 0 is the PTQ run), the peer."""
-    def step(result):
-        return {"result": result, "seconds": 1.0}
-
     done = {"finetune": step({"dev_metrics": {"headline": 0.6}}), "eval_converted": step({"headline": 0.6}),
             "infer_base": step({"headline": 0.6}), "infer_ptq": step({"headline": 0.59}),
             "compress_ptq": step({"strategies": ["quant_post"], "metrics_after": {"headline": 0.59},
@@ -322,9 +324,6 @@ def test_report_names_no_path_of_this_machine(tmp_path):
 def test_a_run_keeps_the_rows_of_the_tasks_it_did_not_run(reproduce, tmp_path, monkeypatch):
     """Two runs of a few tasks each, on two machines, make one table; each row names the run it came from."""
     def steps(ptq):  # a task's steps.json as run_task leaves it
-        def step(result):
-            return {"result": result, "seconds": 1.0}
-
         return {"finetune": step({"dev_metrics": {"headline": 0.6}, "train_samples": 90, "train_samples_available": 90}),
                 "eval_converted": step({"headline": 0.6}), "infer_base": step({"headline": 0.6}),
                 "compress_ptq": step({"strategies": ["quant_post"], "metrics_after": {"headline": ptq},
