@@ -305,7 +305,7 @@ def model_paths(gcfg, model_dir=None):
 # Data
 # ----------------------------------------------------------------------------------------
 def labelled_batches(features, batch_size, collate):
-    """Feeds plus 'label' [batch, 1]: what TransformerPrune and HPO read from eval_dataloader."""
+    """Feeds plus 'label' [batch, 1]: what TransformerPrune reads from eval_dataloader."""
     def loader():
         for feeds, labels in glue.batches(features, batch_size, collate):
             yield {**feeds, "label": labels.reshape(-1, 1)}
@@ -406,7 +406,7 @@ def check_hpo_dependency(strategies):
                              "pip install -r requirements.txt")
 
 
-def compress(gcfg, strategies, work, train_features, dev_features, collate, smooth_rows):
+def compress(gcfg, strategies, work, train_features, dev_features, collate, smooth_rows, importance_rows):
     """Run AutoCompression inside `work` (files.Work): the compressed model lands in work.out.
 
     PaddleSlim gets only paths this script made, relative to its working folder in work.root: a
@@ -415,6 +415,8 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate, smoo
     fix for PaddleSlim's and Paddle's bugs.
 
     smooth_rows are the features QuantAware.smooth_alpha sets its scales on (the same on every rank).
+    importance_rows are the labelled training features TransformerPrune ranks heads and neurons on
+    (PaddleSlim's eval_dataloader, which it reads for nothing else here: the metric comes from eval_callback).
 
     Returns:
         the strategies PaddleSlim ran.
@@ -441,8 +443,6 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate, smoo
             return exe.run(program, feed={n: feeds[n] for n in feed_names_}, fetch_list=fetch_list)[0]
         return glue.evaluate(predict, dev_features, task, gcfg["batch_size"], collate, desc="eval")["headline"]
 
-    # PaddleSlim checks the metric of only the first dev split (MNLI: dev_matched)
-    first_split = next(iter(dev_features.values()))
     # Under paddle.distributed.launch each rank has a folder of its own in the shared work folder
     # (its model copy, which PaddleSlim rewrites, and its quant_model_tmp); save_dir is shared, as
     # PaddleSlim's later stages on every rank read the model rank 0 saved.
@@ -481,7 +481,7 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate, smoo
             config=strategies,
             train_dataloader=glue.paddle_feed_loader(train_features, gcfg["batch_size"], collate),
             eval_callback=eval_callback,
-            eval_dataloader=labelled_batches(first_split, gcfg["batch_size"], collate)).compress()
+            eval_dataloader=labelled_batches(importance_rows, gcfg["batch_size"], collate)).compress()
     return ran
 
 
@@ -550,10 +550,16 @@ def run(args):
     if (strategies.get("QuantAware") or {}).get("smooth_alpha") is not None:
         smooth_rows = glue.convert_examples(glue.sample(train_examples, SMOOTH_ROWS, gcfg["seed"]), tokenizer,
                                             gcfg["max_seq_length"], task, desc="tokenize smoothing rows")
+    # Training rows, never dev rows: a pruning chosen on the rows it is scored on would flatter it. As many
+    # as the compression's first dev split has (its cost as before), drawn alike on every rank.
+    importance_rows = glue.convert_examples(
+        glue.sample(train_examples, len(next(iter(dev_features.values()))), gcfg["seed"]), tokenizer,
+        gcfg["max_seq_length"], task, desc="tokenize pruning rows")
     if rank == 0:
         before, before_path = evaluate_model(gcfg["model_dir"], gcfg, dev_features, collate, desc="eval before")
     with files.building(save_dir, "run", args.overwrite, rank=rank, world_size=world) as work:
-        ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate, smooth_rows)
+        ran = compress(gcfg, copy.deepcopy(strategies), work, train_features, dev_features, collate, smooth_rows,
+                       importance_rows)
         compress_seconds = time.perf_counter() - start
         if rank != 0:
             logger.info("rank %d of %d done; rank 0 writes %s", rank, world, save_dir)

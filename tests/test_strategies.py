@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import files
+import glue
 import predictors
 import run
 from conftest import SEQ, folder_digest, load_model, random_feeds, write_sst2_fixture
@@ -129,6 +130,32 @@ def test_compression_evaluates_a_dev_sample(trace_model, tmp_path):
     assert result["dev_samples"] == {"dev": 7}
     for metrics in (result["metrics_before"], result["metrics_after"]):
         assert round(metrics["acc"] * 7, 6) == round(metrics["acc"] * 7)  # a count of 7 rows right
+
+
+def test_pruning_ranks_heads_and_neurons_on_training_rows(trace_model, tmp_path, monkeypatch):
+    """TransformerPrune's importance reads as many rows as the compression's dev sample, all from the
+    training split: a pruning chosen on the dev rows it is then scored on would flatter it."""
+    from paddleslim.auto_compression import transformer_pruner
+
+    seen = []
+    init = transformer_pruner.TransformerPruner.__init__
+
+    def record_rows(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        for feeds in self.dataloader():
+            seen.extend(tuple(int(t) for t, m in zip(ids, mask) if m)
+                        for ids, mask in zip(feeds["input_ids"], feeds["attention_mask"]))
+
+    monkeypatch.setattr(transformer_pruner.TransformerPruner, "__init__", record_rows)
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    sections = {"TransformerPrune": {"pruned_ratio": 0.25}, "Distillation": {"alpha": 1.0, "loss": "l2"},
+                "TrainConfig": {**TRAIN, "train_iter": 1}}
+    config = write_config(tmp_path / "c.yaml", trace_model, data_dir, sections)
+    run.main(["--config_path", config, "--save_dir", str(tmp_path / "out"), "--set", "Global.eval_samples=7"])
+    tokenizer = glue.load_tokenizer(trace_model)
+    rows = {split: {tuple(glue.convert_example(ex, tokenizer, SEQ, "sst-2")["input_ids"])
+                    for ex in glue.load_split("sst-2", split, data_dir)} for split in ("train", "dev")}
+    assert len(seen) == 7 and set(seen) <= rows["train"] and not set(seen) & rows["dev"]
 
 
 def write_stsb_fixture(data_dir, n=24, seed=0):
