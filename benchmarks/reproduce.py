@@ -46,14 +46,14 @@ logger = logging.getLogger("reproduce")
 
 # Fine-tuning budget per task on 2 CPU cores (minutes each). Edit here for a longer run.
 FINETUNE = {
-    "cola": ["--epochs", "2", "--max_seq_length", "64"],
+    "cola": ["--epochs", "4", "--max_seq_length", "64"],  # 2 left it near chance (dev MCC 19.96, 25.25 at 4)
     "sst-2": ["--max_train_samples", "8000", "--max_seq_length", "64"],
     "mrpc": ["--epochs", "3"],
     "sts-b": ["--epochs", "2"],
     "qqp": ["--max_train_samples", "8000"],
     "mnli": ["--max_train_samples", "16000"],
     "qnli": ["--max_train_samples", "8000"],
-    "rte": ["--epochs", "3"],
+    "rte": ["--epochs", "6"],  # 3 left it near chance (dev 55.96 %, 59.93 at 6)
 }
 # Dev rows each compression evaluates (before, every eval_iter steps, after) where the dev set is
 # large; the reported metrics (PyTorch, converted, infer.py) always score the whole dev set.
