@@ -546,8 +546,9 @@ def headline(results, folder="reproduce"):
         lines.append(f"| {LABELS[key]} ({tasks_count(len(rows))}) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
-    return "\n".join(lines) + f"\n\nEvery task, latency row and stage: [benchmarks/{folder}/RESULTS.md]" \
-        f"(benchmarks/{folder}/RESULTS.md).\n"
+    hours = sum(sum(r["seconds"].values()) for r in tasks) / 3600  # every stage of every row, as each ran
+    return "\n".join(lines) + f"\n\nEvery task, latency row and stage ({hours:.1f} hours of wall time in all, " \
+        f"fine-tuning included): [benchmarks/{folder}/RESULTS.md](benchmarks/{folder}/RESULTS.md).\n"
 
 
 def parse_args(argv=None):
