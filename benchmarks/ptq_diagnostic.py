@@ -146,26 +146,29 @@ def run_task(task, args, save):
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
     budget = args.max_new_runs
+    base_model = reproduce.digest(reproduce.base_inputs(task))
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
-        if name not in done.done:
+        inputs = {"model": base_model, "config": reproduce.config_digest(config), "sets": sets}
+        if not done.is_done(name, inputs):
             if budget == 0:
                 continue  # left for a later invocation; the report says how many runs are done
             budget = None if budget is None else budget - 1
         folder = folder_of(work, name)
-        run = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder, data)})
+        run = done.run(name, lambda: {"sets": sets, **run_variant(task, base, config, sets, folder, data)}, inputs)
+        model = {"model": reproduce.digest(inputs)}
         infer = ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data
         if "int8_weight_bits" not in run["evaluated_with"]:  # scored before workarounds.onednn_fc_weight_scales
             deployed = done.run(f"{name}, int8 scored again", lambda: common.run_infer(
-                task, folder, infer + ["--int8"], folder + "_int8"))
+                task, folder, infer + ["--int8"], folder + "_int8"), model)
             run = {**run, "metrics_before_weight_scale_fix": run["metrics"], "metrics": deployed["metrics"],
                    "evaluated_with": {k: deployed[k] for k in ("backend", "device", "precision", "cpu_int8_ops",
                                                                "int8_weight_bits")}}
         row["runs"][name] = run
         if name in SCORED_THREE_WAYS:  # how much of the deployed loss is this CPU's int8 kernels' own
             row.setdefault("fake_quant", {})[name] = done.run(f"{name}, fake-quant graph", lambda: common.run_infer(
-                task, folder, infer, folder + "_fake_quant")["metrics"])
+                task, folder, infer, folder + "_fake_quant")["metrics"], model)
             row.setdefault("openvino", {})[name] = done.run(f"{name}, OpenVINO int8", lambda: common.run_infer(
-                task, folder, infer + ["--int8", "--backend", "openvino"], folder + "_openvino")["metrics"])
+                task, folder, infer + ["--int8", "--backend", "openvino"], folder + "_openvino")["metrics"], model)
         save(row)
     return row
 
@@ -187,7 +190,8 @@ def bert_base_memory(args):
                                                str(reproduce.SEQ), "--save_dir", base, "--overwrite"])["parity"])
     config = os.path.join(common.ROOT, "configs", "sst-2_ptq.yaml")
     data = ["--data_dir", args.data_dir] if args.data_dir else []
-    return steps.run("ptq", lambda: run_variant("sst-2", base, config, [], os.path.join(work, "ptq"), data))
+    return steps.run("ptq", lambda: run_variant("sst-2", base, config, [], os.path.join(work, "ptq"), data),
+                     {"config": reproduce.config_digest(config)})
 
 
 def cell(metrics, base):

@@ -12,13 +12,17 @@ openvino (the peer runtime) -> infer.py --perf for the base and each compressed 
 and the strongest peer's own post-training int8 of the same fine-tuned model (OpenVINO + NNCF,
 benchmarks/latency/peer.py), scored on the same dev set.
 
-Resumable: every finished step is recorded in <work_dir>/<task>/steps.json and not redone. A log
+Resumable: every finished step is recorded in <work_dir>/<task>/steps.json with what it depends on
+(the fine-tuning arguments, the config and overrides, the model it reads) and not redone while
+those stay the same; a step whose inputs changed runs again, and so does every step after it. A
+change of the scripts' code is not seen: give such a run a fresh --work_dir. A log
 per task goes to <work_dir>/<task>/reproduce.log. Results: benchmarks/reproduce/results.json and
 RESULTS.md (the README's tables are rendered from them). A run replaces the rows of the tasks it
 ran and keeps the others from the results.json already in --save_dir, each row with the run (command,
 machine, versions, settings) it came from: the eight tasks can be run a few at a time, on other days.
 """
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -75,35 +79,62 @@ PEER, PEER_KIND, PEER_LABEL = "peer_nncf", "openvino nncf int8", "OpenVINO + NNC
 LABELS = {"base": "base (fp32)", **{k: v["label"] for k, v in STRATEGIES.items()}, PEER: PEER_LABEL}
 
 
+def digest(value):
+    """A short fingerprint of a JSON value: a step's inputs, as the steps that read its output name them."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class Steps:
     """<work_dir>/<task>/steps.json: the result of every finished step, so a rerun skips it."""
 
     def __init__(self, path):
         self.path = path
         self.done = {}
+        self.used = []  # the steps run, or found done with the same inputs, since this object was made
         if os.path.isfile(path):
             with open(path) as f:
                 self.done = json.load(f)
 
-    def run(self, name, fn):
-        if name in self.done:
+    def is_done(self, name, inputs=None):
+        """Whether the step finished before with these inputs (JSON: what its result depends on, a digest() of
+        another step's inputs for the model that step made)."""
+        return name in self.done and self.done[name].get("inputs") == json.loads(json.dumps(inputs))
+
+    def run(self, name, fn, inputs=None):
+        """fn's result, from steps.json if the step is_done with these inputs; else fn runs."""
+        inputs = json.loads(json.dumps(inputs))  # as steps.json holds them (tuples as lists)
+        if self.is_done(name, inputs):
             logger.info("%s: done before, skipped", name)
+            self.used.append(name)
             return self.done[name]["result"]
+        if name in self.done:
+            logger.info("%s: done before with other inputs (%s, now %s), runs again", name,
+                        json.dumps(self.done[name].get("inputs"), sort_keys=True), json.dumps(inputs, sort_keys=True))
         logger.info("%s: start", name)
         start = time.perf_counter()
         result = fn()
-        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1)}
+        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1), "inputs": inputs}
+        self.used.append(name)
         cli.write_json(self.path, self.done)
         logger.info("%s: done in %.0f s", name, self.done[name]["seconds"])
         return result
 
 
+def shipped_path(task, key):
+    """The config file a strategy runs, as configs/ ships it for the task."""
+    return os.path.join(ROOT, "configs", STRATEGIES[key]["config"].format(task=task))
+
+
 def shipped_config(task, key):
-    """The config a strategy runs, as configs/ ships it for the task."""
     import yaml
 
-    with open(os.path.join(ROOT, "configs", STRATEGIES[key]["config"].format(task=task))) as f:
+    with open(shipped_path(task, key)) as f:
         return yaml.safe_load(f)
+
+
+def base_inputs(task):
+    """What a task's converted base model depends on (the inputs of prepare_base's last steps)."""
+    return {"finetune": FINETUNE[task], "seq": SEQ}
 
 
 def strategy_config(task, key, work_dir, train_iter, drop=()):
@@ -130,6 +161,12 @@ def strategy_config(task, key, work_dir, train_iter, drop=()):
     return path, sets
 
 
+def config_digest(path):
+    """digest() of a config file's text."""
+    with open(path, encoding="utf-8") as f:
+        return digest(f.read())
+
+
 def prepare_base(task, args):
     """Fine-tune, convert and check one task's base model (each step once: <work_dir>/<task>/steps.json).
 
@@ -145,15 +182,16 @@ def prepare_base(task, args):
     steps = Steps(os.path.join(work, "steps.json"))
     hf, base = os.path.join(work, "hf"), os.path.join(work, "paddle-fp32")
     data = ["--data_dir", args.data_dir] if args.data_dir else []  # none: PaddleNLP downloads GLUE
+    inputs = base_inputs(task)
     tuned = steps.run("finetune", lambda: finetune.main(
-        ["--task_name", task, "--save_dir", hf, "--overwrite"] + data + FINETUNE[task]))
+        ["--task_name", task, "--save_dir", hf, "--overwrite"] + data + FINETUNE[task]), {"finetune": FINETUNE[task]})
     steps.run("convert", lambda: convert.main(["--model_name_or_path", hf, "--method", "trace",
                                                "--max_seq_length", str(SEQ), "--save_dir", base,
-                                               "--overwrite"])["parity"])
+                                               "--overwrite"])["parity"], inputs)
     shipped = os.path.join(ROOT, "configs", f"{task}.yaml")
     converted = steps.run("eval_converted", lambda: run.main(
         ["--config_path", shipped, "--eval", "--model_dir", base, "--save_dir", os.path.join(work, "eval"),
-         "--overwrite"] + data)["metrics"])
+         "--overwrite"] + data)["metrics"], inputs)
     gap = abs(converted["headline"] - tuned["dev_metrics"]["headline"]) * 100
     if gap > 0.1:
         raise RuntimeError(f"{task}: the converted model scores {gap:.2f} points off PyTorch (limit 0.1)")
@@ -179,39 +217,46 @@ def run_task(task, args):
     try:
         base = prepare_base(task, args)
         steps = Steps(os.path.join(work, "steps.json"))
-        models = {"base": (base, [])}
+        base_model = digest(base_inputs(task))
+        models = {"base": (base, [], base_model)}
         for key in args.strategies:
             out = os.path.join(work, key)
             config, sets = strategy_config(task, key, work, args.train_iter)
-            steps.run(f"compress_{key}", lambda: compress(config, base, out, data + [a for s in sets for a in ("--set", s)]))
-            models[key] = (out, ["--int8"])
-        for key, (path, flags) in models.items():
+            inputs = {"model": base_model, "config": config_digest(config), "sets": sets}
+            steps.run(f"compress_{key}", lambda: compress(config, base, out, data + [a for s in sets for a in ("--set", s)]),
+                      inputs)
+            models[key] = (out, ["--int8"], digest(inputs))
+        for key, (path, flags, model) in models.items():
             steps.run(f"infer_{key}", lambda: common.run_infer(  # its predictions.json stays in dev/<key>
                 task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ)],
-                os.path.join(work, "dev", key))["metrics"])
+                os.path.join(work, "dev", key))["metrics"], {"model": model})
             if flags:  # the same int8 model as the peer runtime deploys it
                 steps.run(f"infer_{key}_openvino", lambda: common.run_infer(
                     task, path, flags + data + ["--batch_size", "32", "--max_seq_length", str(SEQ), "--backend",
-                                                "openvino"], os.path.join(work, "infer"))["metrics"])
+                                                "openvino"], os.path.join(work, "infer"))["metrics"], {"model": model})
             for batch, count in zip(args.batch_sizes, args.perf_steps):
                 steps.run(f"perf_{key}_b{batch}", lambda: common.run_infer(
                     task, path, flags + data + ["--batch_size", str(batch), "--max_seq_length", str(SEQ), "--perf",
-                                                "--perf_steps", str(count)], os.path.join(work, "infer")))
+                                                "--perf_steps", str(count)], os.path.join(work, "infer")),
+                          {"model": model, "perf_steps": count})
         if "ptq" in args.strategies:  # PTQ's spread over calibration draws (seed 0 is the run above)
             for seed in args.ptq_seeds:
                 key, out = f"ptq_seed{seed}", os.path.join(work, f"ptq_seed{seed}")
                 config, sets = strategy_config(task, "ptq", work, args.train_iter)
+                inputs = {"model": base_model, "config": config_digest(config), "sets": sets + [f"Global.seed={seed}"]}
                 steps.run(f"compress_{key}", lambda: compress(
-                    config, base, out, data + [a for s in sets + [f"Global.seed={seed}"] for a in ("--set", s)]))
+                    config, base, out, data + [a for s in inputs["sets"] for a in ("--set", s)]), inputs)
                 steps.run(f"infer_{key}", lambda: common.run_infer(
                     task, out, ["--int8"] + data + ["--batch_size", "32", "--max_seq_length", str(SEQ)],
-                    os.path.join(work, "dev", key))["metrics"])
+                    os.path.join(work, "dev", key))["metrics"], {"model": digest(inputs)})
         # accuracy only (one timed batch): the peers' latency is benchmarks/latency's
         steps.run(PEER, lambda: common.run_peer(PEER_KIND, os.path.join(work, "hf"), os.path.join(work, "peer"), task,
-                                                32, 1, 0, os.cpu_count() or 1, args.data_dir, accuracy=True)["metrics"])
+                                                32, 1, 0, os.cpu_count() or 1, args.data_dir, accuracy=True)["metrics"],
+                  {"finetune": FINETUNE[task], "calibration_rows": peer.CALIBRATION_ROWS})
     finally:
         logging.getLogger().removeHandler(handler)
-    return steps.done
+    # this run's steps: a strategy it left out, or one whose inputs it changed, is not reported from an older run
+    return {name: steps.done[name] for name in ("finetune", "convert", "eval_converted", *steps.used)}
 
 
 def sign_test(worse, better):

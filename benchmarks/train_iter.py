@@ -199,12 +199,15 @@ def main(argv=None):
         results["base_metrics"] = reproduce.Steps(os.path.join(work, "steps.json")).done["eval_converted"]["result"]
         data = ["--data_dir", args.data_dir] if args.data_dir else []
         done = reproduce.Steps(os.path.join(work, "train_iter.json"))
+        model = reproduce.digest(reproduce.base_inputs(args.task))
         for steps in sorted(args.train_iters):  # every strategy at a count before the next, longer count
             for key in args.strategies:
                 for lr in args.learning_rates:
                     name = run_name(key, steps, lr)
+                    config = reproduce.config_digest(reproduce.shipped_path(args.task, STRATEGIES[key][0]))
                     results["runs"][name] = {"strategy": key, "train_iter": steps, **done.run(
-                        name, lambda: run_one(args.task, key, steps, base, work, data, lr))}
+                        name, lambda: run_one(args.task, key, steps, base, work, data, lr),
+                        {"model": model, "config": config})}
                     save()
 
     return common.benchmark_main(args, "benchmarks/train_iter.py", argv, measure, render)

@@ -278,6 +278,30 @@ def test_train_iter_prune_fp32_runs_pruning_alone_and_infers_without_int8(reprod
     assert train_iter.run_name("distill_qat", 60) == "distill_qat_60_lr1e-05"  # the reproduction's override
 
 
+def test_train_iter_runs_again_on_another_base(reproduce, tmp_path, monkeypatch):
+    """A finished train_iter run is kept while the base model it compressed stays the same, not after the task's
+    fine-tuning changed."""
+    train_iter = load_benchmark("train_iter")
+    ran = []
+
+    def prepare_base(task, args):
+        os.makedirs(tmp_path / task, exist_ok=True)
+        (tmp_path / task / "steps.json").write_text(json.dumps({"eval_converted": step({"headline": 0.8})}))
+        return "base"
+
+    monkeypatch.setattr(train_iter.reproduce, "prepare_base", prepare_base)
+    monkeypatch.setattr(train_iter, "run_one", lambda *a: ran.append(a[1:3]) or {"metrics": {"headline": 0.79}})
+    monkeypatch.setattr(train_iter.common, "benchmark_main", lambda args, script, argv, measure, render: measure(
+        {}, lambda: None))
+    argv = ["--task", "rte", "--train_iters", "60", "--strategies", "prune_fp32", "--work_dir", str(tmp_path)]
+    train_iter.main(argv)
+    train_iter.main(argv)
+    assert ran == [("prune_fp32", 60)]
+    monkeypatch.setitem(train_iter.reproduce.FINETUNE, "rte", ["--epochs", "9"])
+    train_iter.main(argv)
+    assert ran == [("prune_fp32", 60)] * 2
+
+
 @pytest.mark.parametrize("script", ["reproduce.py", "ptq_diagnostic.py", "train_iter.py", "finetune.py",
                                     "render_readme.py", "convert/bench_convert.py", "latency/bench_latency.py",
                                     "latency/peer.py"])
@@ -354,3 +378,56 @@ def test_a_run_keeps_the_rows_of_the_tasks_it_did_not_run(reproduce, tmp_path, m
            "(avx512_vnni), 2 cores;" in reproduce.headline(results)
     text = reproduce.render({**results, "tasks": results["tasks"][1:]})  # one run: its command and settings above
     assert "rows come from" not in text and "Each strategy: overrides: ptq as shipped." in text
+
+
+def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, monkeypatch):
+    """A rerun skips the steps done with the same inputs and runs again the ones whose inputs changed, and every
+    step after them (another train_iter: that strategy's compression and its scoring, not the fine-tuning);
+    a strategy left out, or a step recorded before inputs were (no "inputs"), is not reported from the old run."""
+    from types import SimpleNamespace
+
+    calls = []
+
+    def prepare_base(task, args):  # the fine-tuning steps as prepare_base records them, each run once
+        steps = reproduce.Steps(os.path.join(args.work_dir, task, "steps.json"))
+        for name in ("finetune", "convert", "eval_converted"):
+            steps.run(name, lambda: calls.append(name) or {"dev_metrics": {"headline": 0.6}},
+                      reproduce.base_inputs(task))
+        return "base"
+
+    def run_infer(task, path, flags, save_dir):
+        calls.append(("infer", os.path.basename(path), "--perf" in flags))
+        return {"metrics": {"headline": 0.6}}
+
+    def compress(config, base, out, extra):
+        calls.append(("compress", os.path.basename(out), [a for a in extra if a.startswith("TrainConfig.train_iter")]))
+        return {"run": len(calls)}
+
+    monkeypatch.setattr(reproduce, "prepare_base", prepare_base)
+    monkeypatch.setattr(reproduce, "compress", compress)
+    monkeypatch.setattr(reproduce.common, "run_infer", run_infer)
+    monkeypatch.setattr(reproduce.common, "run_peer", lambda *a, **k: calls.append("peer") or {"metrics": {}})
+    os.makedirs(tmp_path / "rte")
+    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, strategies=["ptq", "prune_ptq"], train_iter=60,
+                           batch_sizes=[32], perf_steps=[5], ptq_seeds=[])
+
+    first = reproduce.run_task("rte", args)
+    assert calls[:3] == ["finetune", "convert", "eval_converted"] and "peer" in calls
+    assert [c[1:] for c in calls if c[0] == "compress"] == [("ptq", []), ("prune_ptq", ["TrainConfig.train_iter=60"])]
+    assert len(calls) == 3 + 2 + 2 + 3 + 3 + 1  # base: dev metric, perf; each strategy: dev metric, OpenVINO, perf
+    calls.clear()
+    assert reproduce.run_task("rte", args) == first and calls == []  # nothing changed: nothing runs
+
+    again = reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "train_iter": 120}))
+    assert calls == [("compress", "prune_ptq", ["TrainConfig.train_iter=120"]), ("infer", "prune_ptq", False),
+                     ("infer", "prune_ptq", False), ("infer", "prune_ptq", True)]  # dev metric, OpenVINO, perf
+    assert "compress_ptq" not in again and again["compress_prune_ptq"]["result"] != first["compress_prune_ptq"]["result"]
+    assert again["compress_prune_ptq"]["inputs"]["sets"][-2:] == ["TrainConfig.train_iter=120", "TrainConfig.eval_iter=60"]
+
+    calls.clear()
+    path = tmp_path / "rte" / "steps.json"
+    recorded = json.loads(path.read_text())
+    del recorded["infer_prune_ptq"]["inputs"]  # as a steps.json from before inputs were recorded
+    path.write_text(json.dumps(recorded))
+    reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "train_iter": 120}))
+    assert calls == [("infer", "prune_ptq", False)]
