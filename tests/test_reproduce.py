@@ -62,10 +62,18 @@ def test_render_averages_and_goal(reproduce):
 def test_headline_names_the_training_only_where_a_strategy_trains(reproduce):
     """The README's short table, for the full run and for a PTQ-only run rendered from another folder."""
     results = results_of(task_row("sst-2", 0.80, 0.79, 0.81, 400.0), task_row("rte", 0.60, 0.60, 0.58, 100.0))
-    results["settings"]["train_iter"] = 60
+    results["settings"].update(train_iter=60, strategies={k: reproduce.STRATEGIES[k] for k in ("prune_ptq", "distill_qat")})
     text = reproduce.headline(results)
     assert text.startswith("MiniLM fine-tuned on 2 GLUE tasks (sst-2, rte), each strategy trained 60 steps; test cpu "
                            "(avx2), 2 cores;")
+    results["settings"]["prune_train_iter"] = 120  # the pruned model's distillation trains longer
+    assert reproduce.headline(results).startswith(
+        "MiniLM fine-tuned on 2 GLUE tasks (sst-2, rte), trained prune + distill, then PTQ 120 steps, distill + QAT 60 "
+        "steps; test cpu (avx2), 2 cores;")
+    assert reproduce.training(results["settings"]).startswith(
+        "training steps: prune + distill, then PTQ 120, distill + QAT 60; overrides: prune_ptq as shipped; "
+        "distill_qat `TrainConfig.learning_rate=1.0e-5`")
+    del results["settings"]["prune_train_iter"]
     assert "| prune + distill, then PTQ (2 tasks) | 70.00 → 69.50 (-0.50) | sst-2 -1.00 | 4.00× | not measured |" in text
     assert "[benchmarks/reproduce/RESULTS.md](benchmarks/reproduce/RESULTS.md)" in text
     results["tasks"][1]["seconds"]["compress_ptq"] = 7080.0  # 60 + 60 + 7080 s: 2.0 hours
@@ -431,3 +439,6 @@ def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, 
     path.write_text(json.dumps(recorded))
     reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "train_iter": 120}))
     assert calls == [("infer", "prune_ptq", False)]
+    calls.clear()  # --prune_train_iter 120 (QAT's 60): the pruned model trained 120 steps is the one found
+    reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "prune_train_iter": 120}))
+    assert calls == []
