@@ -146,9 +146,9 @@ def run_task(task, args, save):
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
     budget = args.max_new_runs
-    base_model = reproduce.digest(reproduce.base_inputs(task))
+    base_model, config_text = reproduce.digest(reproduce.base_inputs(task)), reproduce.config_digest(config)
     for name, sets in tqdm(runs.items(), desc=f"ptq diagnostic {task}"):
-        inputs = {"model": base_model, "config": reproduce.config_digest(config), "sets": sets}
+        inputs = {"model": base_model, "config": config_text, "sets": sets}
         if not done.is_done(name, inputs):
             if budget == 0:
                 continue  # left for a later invocation; the report says how many runs are done

@@ -102,7 +102,6 @@ class Steps:
 
     def run(self, name, fn, inputs=None):
         """fn's result, from steps.json if the step is_done with these inputs; else fn runs."""
-        inputs = json.loads(json.dumps(inputs))  # as steps.json holds them (tuples as lists)
         if self.is_done(name, inputs):
             logger.info("%s: done before, skipped", name)
             self.used.append(name)
@@ -113,7 +112,8 @@ class Steps:
         logger.info("%s: start", name)
         start = time.perf_counter()
         result = fn()
-        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1), "inputs": inputs}
+        self.done[name] = {"result": result, "seconds": round(time.perf_counter() - start, 1),
+                           "inputs": json.loads(json.dumps(inputs))}  # as steps.json holds them (tuples as lists)
         self.used.append(name)
         cli.write_json(self.path, self.done)
         logger.info("%s: done in %.0f s", name, self.done[name]["seconds"])
