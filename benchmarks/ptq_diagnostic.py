@@ -2,6 +2,10 @@
 
     python benchmarks/ptq_diagnostic.py --data_dir $GLUE_DIR --tasks sst-2 sts-b --bert_base
     python benchmarks/ptq_diagnostic.py --render_only        # RESULTS.md from results.json
+    python benchmarks/ptq_diagnostic.py --data_dir $GLUE_DIR --tasks sst-2 sts-b --padding \
+        --save_dir benchmarks/ptq_diagnostic/padding
+    python benchmarks/ptq_diagnostic.py --data_dir $GLUE_DIR --tasks cola rte sst-2 --draws \
+        --save_dir benchmarks/ptq_diagnostic/calibration_draws
 
 For each task, on the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work
 folder, so a task reproduce.py prepared is not fine-tuned again): run.py with the shipped
@@ -17,7 +21,15 @@ one thing at a time, each run in its own process.
 - calibration, one change at a time from PaddleSlim's default (algo hist): algorithm (KL, mse,
   avg, abs_max), number of calibration batches, bias correction, one weight scale per tensor
   instead of per output channel. (Calibrating on real tokens only, batches padded to their
-  longest row, needs a model converted with --method onnx: a trace model's length is fixed.)
+  longest row, needs a model converted with --method onnx: a trace model's length is fixed;
+  --padding measures whether the padded positions move the ranges at all.)
+
+With --padding, in place of those: whether padding sets the ranges calibration and smoothing read
+(each linear layer's input over real tokens against every position, padding included).
+
+With --draws, in place of those: the shipped config with each number of calibration batches
+(--batch_nums) and each Global.seed (--seeds, which draws other training batches): how far one
+draw moves the result, and whether more batches steady it.
 
 The dev metric of each is run.py's own after-metric, measured as `infer.py --int8` deploys the
 model (oneDNN int8 linear layers), on the whole dev split; a run finished before the fix for
@@ -122,13 +134,78 @@ def variants(model_file):
     return runs | CALIBRATION | only
 
 
+def draws(batch_nums, seeds):
+    """{name: run.py --set overrides}: the shipped config with each calibration batch count and each seed."""
+    return {f"{n} calibration batches, seed {seed}": [*CALIBRATION[SHIPPED], f"QuantPost.batch_nums={n}",
+                                                       f"Global.seed={seed}"] for n in batch_nums for seed in seeds}
+
+
+ACTIVATION_KINDS = {"layer_norm": "LayerNorm output", "reshape2": "attention context", "gelu": "GELU output"}
+
+
+def padding_ranges(task, base, config, data_dir):
+    """Whether padded positions set the ranges that calibration and smoothing read.
+
+    On a seeded sample of the shipped config's calibration rows (QuantPost.batch_nums batches of its
+    batch_size, padded to max_seq_length as run.py pads them), for each linear layer's input: the mean
+    over batches of each batch's largest |x| (what algo avg makes the scale) over real tokens and over
+    every position, the batches whose largest |x| sat on a padded position, and per channel the largest
+    |x| over every position against over real tokens (smoothing's ranges).
+    """
+    import numpy as np
+    import paddle
+    import yaml
+
+    import smooth
+
+    with open(config) as f:
+        config = yaml.safe_load(f)
+    gcfg, qcfg = config["Global"], config["QuantPost"]
+    tokenizer = glue.load_tokenizer(base)
+    rows = glue.convert_examples(glue.sample(glue.load_split(task, "train", data_dir),
+                                             qcfg["batch_nums"] * qcfg["batch_size"]),
+                                 tokenizer, gcfg["max_seq_length"], task)
+    collate = glue.Collator(gcfg["input_names"], tokenizer.pad_token_id, tokenizer.pad_token_type_id,
+                            gcfg["max_seq_length"])
+    paddle.enable_static()
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    program, _, _ = paddle.static.load_inference_model(os.path.join(base, "model"), exe)
+    block = program.global_block()
+    made_by = {n: op.type for op in block.ops for n in op.output_arg_names}
+    names = list(smooth.linear_inputs(block))
+    stats = {n: {"real": [], "all": [], "channel_real": 0.0, "channel_all": 0.0} for n in names}
+    for start in range(0, len(rows), qcfg["batch_size"]):
+        feeds = collate.collate_feeds(rows[start:start + qcfg["batch_size"]])
+        real = feeds[gcfg["input_names"][1]].astype(bool)
+        for name, value in zip(names, exe.run(program, feed=feeds, fetch_list=names)):
+            if value.shape[:2] != real.shape:
+                stats.pop(name, None)  # the pooler's and classifier's inputs: one row per sentence, no padding
+                continue
+            value, stat = np.abs(value), stats[name]
+            stat["real"].append(float(value[real].max()))
+            stat["all"].append(float(value.max()))
+            stat["channel_real"] = np.maximum(stat["channel_real"], value[real].max(axis=0))
+            stat["channel_all"] = np.maximum(stat["channel_all"], value.reshape(-1, value.shape[-1]).max(axis=0))
+    lengths = [len(r["input_ids"]) for r in rows]
+    activations = []
+    for name, stat in stats.items():
+        ratio = stat["channel_all"] / np.maximum(stat["channel_real"], 1e-12)
+        activations.append({"activation": name, "kind": ACTIVATION_KINDS.get(made_by[name], made_by[name]),
+                             "avg_real": float(np.mean(stat["real"])), "avg_all": float(np.mean(stat["all"])),
+                             "batches_set_by_padding": sum(a > r for a, r in zip(stat["all"], stat["real"])),
+                             "channel_ratio_median": float(np.median(ratio)), "channel_ratio_max": float(ratio.max())})
+    return {"task": task, "batches": -(-len(rows) // qcfg["batch_size"]), "batch_size": qcfg["batch_size"],
+            "max_seq_length": gcfg["max_seq_length"], "mean_tokens": float(np.mean(lengths)),
+            "activations": activations}
+
+
 def run_variant(task, base, config, sets, save_dir, data):
     """run.py in its own process: (its results.json, wall seconds, peak RSS in MB)."""
     argv = [os.path.join(common.ROOT, "run.py"), "--config_path", config, "--model_dir", base,
             "--save_dir", save_dir, "--overwrite"] + data + [a for s in sets for a in ("--set", s)]
     result, seconds, peak_mb = common.run_script(argv, os.path.join(save_dir + ".log"))
     return {"metrics": result["metrics_after"], "before": result["metrics_before"],
-            "evaluated_with": result["evaluated_with"]["after"], "seconds": seconds, "peak_rss_mb": peak_mb,
+            "evaluated_with": result["evaluated_with"]["after"], "seconds": seconds, "peak_rss_mb": peak_mb, "peak_rss_own": True,
             "compress_seconds": result["compress_seconds"], "quant_post": result["config"]["QuantPost"],
             "padding": result["config"]["Global"]["padding"]}  # the effective settings, no machine paths
 
@@ -142,7 +219,7 @@ def run_task(task, args, save):
     done = reproduce.Steps(os.path.join(work, "ptq_diagnostic.json"))
     from tqdm import tqdm
 
-    runs = variants(os.path.join(base, "model.pdmodel"))
+    runs = draws(args.batch_nums, args.seeds) if args.draws else variants(os.path.join(base, "model.pdmodel"))
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
     budget = args.max_new_runs
@@ -200,21 +277,21 @@ def cell(metrics, base):
 
 
 def render(results):
-    lines = ["# Post-training quantization: where the dev metric goes", "",
-             common.provenance(results), "",
-             "Each row is run.py with the task's `configs/<task>_ptq.yaml` without its smoothing "
-             "(`QuantPost.smooth_alpha`) and with the pooler and classifier quantized (`QuantPost.skip_head: "
-             "false`), and one change: the rows that name smoothing add it, the one that also keeps the pooler and "
-             f"classifier in fp32 ({SHIPPED}) is the config as shipped, the calibration rows change one thing "
-             "from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
-             "group of layers with algo avg (no smoothing) and keep the others in fp32. Dev metric of the "
-             "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
-             "layers; runs finished before the fix for Paddle's fc weight scales, workarounds.onednn_fc_weight_scales, "
-             "had their saved model scored again, and results.json keeps their old score as "
-             "`metrics_before_weight_scale_fix`); change against the fp32 model in points; wall time and peak "
-             "resident memory of the "
-             "run.py process (wall times are indicative: some runs shared the 2 cores with other jobs). Each row is "
-             "one draw of calibration batches, so differences of a few tenths of a point may be noise.", ""]
+    lines = ["# Post-training quantization: where the dev metric goes", "", common.provenance(results), ""]
+    if results["tasks"]:
+        lines += ["Each row is run.py with the task's `configs/<task>_ptq.yaml` without its smoothing "
+                 "(`QuantPost.smooth_alpha`) and with the pooler and classifier quantized (`QuantPost.skip_head: "
+                 "false`), and one change: the rows that name smoothing add it, the one that also keeps the pooler and "
+                 f"classifier in fp32 ({SHIPPED}) is the config as shipped, the calibration rows change one thing "
+                 "from PaddleSlim's default QuantPost (algo hist), the `only ...` rows quantize one "
+                 "group of layers with algo avg (no smoothing) and keep the others in fp32. Dev metric of the "
+                 "compressed model on the whole dev split, as `infer.py --int8` deploys it (oneDNN int8 linear "
+                 "layers; runs finished before the fix for Paddle's fc weight scales, workarounds.onednn_fc_weight_scales, "
+                 "had their saved model scored again, and results.json keeps their old score as "
+                 "`metrics_before_weight_scale_fix`); change against the fp32 model in points; wall time and peak "
+                 "resident memory of the "
+                 "run.py process (wall times are indicative: some runs shared the 2 cores with other jobs). Each row is "
+                 "one draw of calibration batches, so differences of a few tenths of a point may be noise.", ""]
     for row in results["tasks"]:
         runs = row["runs"]
         base = next(iter(runs.values()))["before"]["headline"]
@@ -225,7 +302,7 @@ def render(results):
         for name, run in runs.items():
             metric = run["metrics"]["headline"]
             lines.append(f"| {name} | {run['evaluated_with']['precision']} | {100 * metric:.2f} | {100 * (metric - base):+.2f} | {run['seconds']:.0f} | "
-                         f"{run['peak_rss_mb'] / 1024:.1f} |")
+                         f"{common.peak_gib(run)} |")
         lines.append("")
         scored = [n for n in SCORED_THREE_WAYS if n in runs and n in row.get("openvino", {})]
         if scored:
@@ -237,6 +314,9 @@ def render(results):
             lines += [f"| {n} | " + " | ".join(cell(m, base) for m in (runs[n]["metrics"], row["fake_quant"][n],
                                                                        row["openvino"][n])) + " |" for n in scored]
             lines.append("")
+    lines += draws_table(results["tasks"])
+    for row in results.get("padding", []):
+        lines += padding_table(row)
     memory = results.get("bert_base_memory")
     if memory:
         shape = common.BERT_BASE
@@ -244,8 +324,80 @@ def render(results):
                   "random weights)", "",
                   "run.py with `configs/sst-2_ptq.yaml` (calibration: "
                   f"{memory['calibration']}), calibrating and scoring on SST-2: peak resident memory "
-                  f"{memory['peak_rss_mb'] / 1024:.2f} GiB, wall time {memory['seconds']:.0f} s.", ""]
+                  f"{common.peak_gib(memory, 2)} GiB, wall time {memory['seconds']:.0f} s.", ""]
+    if any("†" in line for line in lines):
+        lines += [common.PEAK_UPPER_BOUND, ""]
     return "\n".join(lines)
+
+
+def padding_table(row):
+    """padding_ranges of one task as a table, one line per linear layers' input."""
+    lines = [f"## {row['task']}: does padding set the ranges calibration reads?", "",
+             f"{row['batches']} calibration batches of {row['batch_size']} training rows (a seeded sample), padded to "
+             f"{row['max_seq_length']} tokens as run.py pads them; {row['mean_tokens']:.1f} real tokens per row on "
+             "average. Per linear layers' input: the mean over batches of each batch's largest |x| (the scale algo avg "
+             "sets) over real tokens and over every position, the batches whose largest |x| sat on a padded "
+             "position, and per channel the largest |x| over every position over that over real tokens (the "
+             "ranges smoothing divides by).", "",
+             "| input of | calibration range, real tokens | every position | batches set by padding | "
+             "per channel, padding included / real tokens: median | largest |", "|---|---|---|---|---|---|"]
+    for a in row["activations"]:
+        lines.append(f"| {a['kind']} ({a['activation']}) | {a['avg_real']:.3f} | {a['avg_all']:.3f} | "
+                     f"{a['batches_set_by_padding']} of {row['batches']} | {a['channel_ratio_median']:.2f} | "
+                     f"{a['channel_ratio_max']:.2f} |")
+    return lines + [""]
+
+
+def draws_table(tasks):
+    """The --draws runs: per task and calibration batch count, the change in each seed's draw, their mean and worst."""
+    grids = []
+    for row in tasks:
+        grid = {}
+        for run in row["runs"].values():
+            sets = dict(s.split("=", 1) for s in run.get("sets", []))
+            if "Global.seed" in sets:
+                grid.setdefault(int(sets["QuantPost.batch_nums"]), {})[int(sets["Global.seed"])] = run
+        if grid:
+            grids.append((row, grid))
+    if not grids:
+        return []
+    seeds = sorted({seed for _, grid in grids for by_seed in grid.values() for seed in by_seed})
+    lines = ["The config as shipped over calibration draws (`--draws`: the runs `N calibration batches, seed S`): "
+             "each `QuantPost.batch_nums`, and each `Global.seed`, which draws other training batches; change "
+             "against fp32 in points, as `infer.py --int8` deploys the model.", "",
+             "| task | calibration batches | " + " | ".join(f"seed {s}" for s in seeds) +
+             " | mean | worst | wall s (mean) |", "|---|---|" + "---|" * (len(seeds) + 3)]
+    for row, grid in grids:
+        base = next(iter(row["runs"].values()))["before"]["headline"]
+        for n, by_seed in sorted(grid.items()):
+            changes = [100 * (run["metrics"]["headline"] - base) for run in by_seed.values()]
+            size = next(iter(by_seed.values()))["quant_post"]["batch_size"]
+            lines.append(f"| {row['task']} {row['metric']} (fp32 {100 * base:.2f}) | {n} of {size} | " + " | ".join(
+                f"{100 * (by_seed[s]['metrics']['headline'] - base):+.2f}" if s in by_seed else "–" for s in seeds)
+                + f" | {sum(changes) / len(changes):+.2f} | {min(changes):+.2f} | "
+                f"{sum(r['seconds'] for r in by_seed.values()) / len(by_seed):.0f} |")
+    return lines + [""]
+
+
+def padding_summary(results):
+    """The README's short table of --padding: per task, how much padding moved the ranges."""
+    lines = ["| task | linear-layer inputs × calibration batches whose largest \\|x\\| sat on padding | calibration "
+             "range (algo avg), every position over real tokens: largest | per channel (smoothing's ranges), padding "
+             "included over real tokens: median channel, largest channel (largest over the inputs) |", "|---|---|---|---|"]
+    for row in results.get("padding", []):
+        acts = row["activations"]
+        lines.append(f"| {row['task']} | {sum(a['batches_set_by_padding'] for a in acts)} of "
+                     f"{len(acts) * row['batches']} | {max(a['avg_all'] / a['avg_real'] for a in acts):.3f} | "
+                     f"{max(a['channel_ratio_median'] for a in acts):.2f}, "
+                     f"{max(a['channel_ratio_max'] for a in acts):.2f} |")
+    return "\n".join(lines) + "\n\nEvery linear-layer input: [benchmarks/ptq_diagnostic/padding/RESULTS.md]" \
+        "(benchmarks/ptq_diagnostic/padding/RESULTS.md).\n"
+
+
+def draws_summary(results):
+    """The README's short table of --draws."""
+    return "\n".join(draws_table(results["tasks"])) + "\nEvery run: [benchmarks/ptq_diagnostic/calibration_draws/" \
+        "RESULTS.md](benchmarks/ptq_diagnostic/calibration_draws/RESULTS.md).\n"
 
 
 def summary(results):
@@ -284,6 +436,17 @@ def parse_args(argv=None):
     parser.add_argument("--max_new_runs", type=int, default=None,
                         help="per task, run at most this many runs not finished before (default: all); "
                              "the report shows the finished ones")
+    instead = parser.add_mutually_exclusive_group()
+    instead.add_argument("--padding", action="store_true",
+                        help="in place of the runs: whether padded positions set the ranges calibration and "
+                             "smoothing read")
+    instead.add_argument("--draws", action="store_true",
+                        help="in place of the one-change runs: the shipped config with each --batch_nums and each "
+                             "--seeds (other calibration batches)")
+    parser.add_argument("--batch_nums", type=int, nargs="+", default=[40, 120],
+                        help="with --draws: QuantPost.batch_nums values (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="with --draws: Global.seed values (default: %(default)s)")
     parser.add_argument("--bert_base", action="store_true",
                         help="also run PTQ of a BERT-base-sized model (random weights) for its peak memory")
     return parser.parse_args(argv)
@@ -307,7 +470,13 @@ def main(argv=None):
             save()
 
         for task in args.tasks:
-            run_task(task, args, save_row)
+            if args.padding:
+                results["padding"] = results.get("padding", []) + [
+                    padding_ranges(task, reproduce.prepare_base(task, args),
+                                   os.path.join(common.ROOT, "configs", f"{task}_ptq.yaml"), args.data_dir)]
+                save()
+            else:
+                run_task(task, args, save_row)
 
     return common.benchmark_main(args, "benchmarks/ptq_diagnostic.py", argv, measure, render)
 

@@ -4,7 +4,8 @@
 
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
 short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2,
-reproduce/prune_lr1e-4, reproduce/longer_finetune, latency, latency/avx2, ptq_diagnostic, train_iter/sts-b);
+reproduce/prune_lr1e-4, reproduce/longer_finetune, latency, latency/avx2, ptq_diagnostic, ptq_diagnostic/padding,
+ptq_diagnostic/calibration_draws, train_iter/sts-b);
 the full tables are in each benchmark's RESULTS.md.
 """
 import argparse
@@ -30,7 +31,8 @@ RENDERERS = {"reproduce": reproduce.headline,
              "reproduce/prune_lr1e-4": functools.partial(reproduce.headline, folder="reproduce/prune_lr1e-4"),
              "reproduce/longer_finetune": functools.partial(reproduce.headline, folder="reproduce/longer_finetune"),
              "latency": bench_latency.summary, "latency/avx2": bench_latency.summary,
-             "ptq_diagnostic": ptq_diagnostic.summary, "train_iter/sts-b": train_iter.summary}
+             "ptq_diagnostic": ptq_diagnostic.summary, "ptq_diagnostic/padding": ptq_diagnostic.padding_summary,
+             "ptq_diagnostic/calibration_draws": ptq_diagnostic.draws_summary, "train_iter/sts-b": train_iter.summary}
 
 
 def block(name):

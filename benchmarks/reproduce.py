@@ -204,7 +204,7 @@ def compress(config, base, out, extra):
             "--overwrite"] + extra
     logger.info("run.py runs in its own process; follow it in %s", out + ".log")
     result, _, peak_mb = common.run_script(argv, out + ".log")
-    return {**result, "peak_rss_mb": peak_mb}
+    return {**result, "peak_rss_mb": peak_mb, "peak_rss_own": True}
 
 
 def run_task(task, args):
@@ -309,7 +309,7 @@ def summarize(task, done, work):
                          metrics_openvino=done.get(f"infer_{key}_openvino", {}).get("result"),
                          changed=changed_rows(*(os.path.join(work, "dev", k, "predictions.json") for k in ("base", key))),
                          compress_seconds=compressed["compress_seconds"],
-                         peak_rss_mb=compressed.get("peak_rss_mb"),
+                         peak_rss_mb=compressed.get("peak_rss_mb"), peak_rss_own=compressed.get("peak_rss_own", False),
                          # None: run.py predates workarounds.mkl_avx2_on_amd
                          mkl_avx2_on_amd=compressed["mkl_debug_cpu_type"] == "5" if "mkl_debug_cpu_type" in compressed
                          else None)
@@ -565,8 +565,12 @@ def render(results):
         lines += ["", "## Peak resident memory of run.py (GiB)", "", "| task | " + " | ".join(LABELS[k] for k in measured)
                   + " |", "|---|" + "---|" * len(measured)]
         for row in results["tasks"]:
-            peaks = [row["models"].get(k, {}).get("peak_rss_mb") for k in measured]
-            lines.append(f"| {row['task']} | " + " | ".join(f"{p / 1024:.1f}" if p else "–" for p in peaks) + " |")
+            models = [row["models"].get(k, {}) for k in measured]
+            lines.append(f"| {row['task']} | " + " | ".join(
+                common.peak_gib(m) if m.get("peak_rss_mb") else "–" for m in models) + " |")
+        if any(m.get("peak_rss_mb") and not m.get("peak_rss_own") for row in results["tasks"]
+               for m in row["models"].values()):
+            lines += ["", common.PEAK_UPPER_BOUND]
     lines.append("")
     return "\n".join(lines)
 
@@ -609,12 +613,16 @@ def headline(results, folder="reproduce"):
             speedups.append(f"{statistics.median(ratios):.2f}×" if ratios else "–")
         peaks = [r["models"][key].get("peak_rss_mb") for r in rows]
         peak = f"{max(peaks) / 1024:.1f} GiB at most" if all(peaks) else "not measured"
+        if all(peaks) and not all(r["models"][key].get("peak_rss_own") for r in rows):
+            peak += " †"
         if key == PEER:
             speedups, peak = ["[benchmarks/latency](benchmarks/latency/RESULTS.md)"], "–"
         lines.append(f"| {LABELS[key]} ({tasks_count(len(rows))}) | {100 * sum(base) / len(base):.2f} → "
                      f"{100 * sum(after) / len(after):.2f} ({100 * (sum(after) - sum(base)) / len(base):+.2f}) | "
                      f"{worst['task']} {change:+.2f} | {' / '.join(speedups)} | {peak} |")
     hours = sum(sum(r["seconds"].values()) for r in tasks) / 3600  # every stage of every row, as each ran
+    if any("†" in line for line in lines):
+        lines += ["", common.PEAK_UPPER_BOUND]
     return "\n".join(lines) + f"\n\nEvery task, latency row and stage ({hours:.1f} hours of wall time in all, " \
         f"fine-tuning included): [benchmarks/{folder}/RESULTS.md](benchmarks/{folder}/RESULTS.md).\n"
 

@@ -83,21 +83,22 @@ def test_one_group_quantized_alone(diagnostic, trace_model, tmp_path):
 
 
 def test_render_shows_each_change_against_fp32(diagnostic):
-    def run_of(metric, precision="int8"):
+    def run_of(metric, precision="int8", own=True):
         return {"metrics": {"headline": metric}, "before": {"headline": 0.84}, "seconds": 61.0, "peak_rss_mb": 3072.0,
-                "evaluated_with": {"precision": precision}}
+                "peak_rss_own": own, "evaluated_with": {"precision": precision}}
 
     results = {"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11.7"},
                "versions": {"paddlepaddle": "2.6.2"}, "command": "python benchmarks/ptq_diagnostic.py",
                "tasks": [{"task": "sst-2", "metric": "acc", "runs": {
                    "algo: hist (PaddleSlim's default)": run_of(0.8225),
-                   "algo: avg": run_of(0.8300),
+                   "algo: avg": run_of(0.8300, own=False),  # measured before run_script read the script's own
                    "only attention matmuls (all layers)": run_of(0.84, "fp32")},
                "fake_quant": {"algo: avg": {"headline": 0.8350}}, "openvino": {"algo: avg": {"headline": 0.8325}}}]}
     text = diagnostic.render(results)
     assert "## sst-2 (acc, fp32 84.00)" in text
     assert "| algo: hist (PaddleSlim's default) | int8 | 82.25 | -1.75 | 61 | 3.0 |" in text
     assert "| only attention matmuls (all layers) | fp32 | 84.00 | +0.00 | 61 | 3.0 |" in text
+    assert "| algo: avg | int8 | 83.00 | -1.00 | 61 | 3.0 † |" in text and text.count("† measured before") == 1
     assert "| run | oneDNN int8 | fake-quant graph | OpenVINO int8 |" in text
     assert "| algo: avg | 83.00 (-1.00) | 83.50 (-0.50) | 83.25 (-0.75) |" in text
     short = diagnostic.summary(results)  # the README's: calibration choices only, one column per task
@@ -121,7 +122,7 @@ def test_max_new_runs_runs_the_next_ones_and_keeps_the_finished(diagnostic, trac
     monkeypatch.setattr(diagnostic, "run_variant", run_variant)
     monkeypatch.setattr(diagnostic.common, "run_infer", lambda *a: {"metrics": {"headline": 0.4}})
     os.makedirs(tmp_path / "sst-2")  # prepare_base makes it
-    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=2)
+    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=2, draws=False)
     names = list(diagnostic.variants(os.path.join(trace_model, "model.pdmodel")))
     first = diagnostic.run_task("sst-2", args, lambda row: None)
     assert list(first["runs"]) == names[:2] and first["fake_quant"] == {"algo: avg": {"headline": 0.4}}
@@ -147,7 +148,7 @@ def test_a_run_scored_before_the_weight_scale_fix_is_scored_again(diagnostic, tr
     monkeypatch.setattr(diagnostic, "run_variant", lambda *a: old)
     monkeypatch.setattr(diagnostic.common, "run_infer", run_infer)
     os.makedirs(tmp_path / "sst-2")
-    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=1)
+    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=1, draws=False)
     first = diagnostic.run_task("sst-2", args, lambda row: None)
     name = next(iter(first["runs"]))
     assert scored == [(diagnostic.folder_of("", name).split(os.sep)[-1],
@@ -157,3 +158,61 @@ def test_a_run_scored_before_the_weight_scale_fix_is_scored_again(diagnostic, tr
     assert run["evaluated_with"]["int8_weight_bits"] == 7
     again = diagnostic.run_task("sst-2", SimpleNamespace(**{**vars(args), "max_new_runs": 0}), lambda row: None)
     assert again["runs"][name] == run and len(scored) == 1
+
+
+def test_draws_run_the_shipped_config_per_batch_count_and_seed(diagnostic, trace_model, tmp_path, monkeypatch):
+    """--draws: the shipped config with each QuantPost.batch_nums and Global.seed, and a table of the changes per
+    batch count: each seed's, their mean and the worst."""
+    from types import SimpleNamespace
+
+    ran = []
+
+    def run_variant(task, base, config, sets, save_dir, data):
+        ran.append(sets)
+        batches, seed = (int(s.split("=")[1]) for s in sets[-2:])
+        metric = 0.80 - 0.01 * seed * (40 / batches)  # more batches, less spread over seeds
+        return {"metrics": {"headline": metric}, "before": {"headline": 0.80}, "seconds": 100.0 + batches,
+                "peak_rss_mb": 2048.0, "quant_post": {"batch_size": 8},
+                "evaluated_with": {"precision": "int8", "int8_weight_bits": 7}}
+
+    monkeypatch.setattr(diagnostic.reproduce, "prepare_base", lambda task, args: trace_model)
+    monkeypatch.setattr(diagnostic, "run_variant", run_variant)
+    os.makedirs(tmp_path / "sst-2")
+    args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=None, draws=True,
+                           batch_nums=[40, 120], seeds=[0, 1, 2])
+    row = diagnostic.run_task("sst-2", args, lambda row: None)
+    assert list(row["runs"]) == [f"{n} calibration batches, seed {s}" for n in (40, 120) for s in (0, 1, 2)]
+    assert ran[4] == diagnostic.CALIBRATION[diagnostic.SHIPPED] + ["QuantPost.batch_nums=120", "Global.seed=1"]
+    text = diagnostic.render({"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11.7"},
+                              "versions": {}, "command": "python benchmarks/ptq_diagnostic.py --draws", "tasks": [row]})
+    assert "| task | calibration batches | seed 0 | seed 1 | seed 2 | mean | worst | wall s (mean) |" in text
+    assert "| sst-2 acc (fp32 80.00) | 40 of 8 | +0.00 | -1.00 | -2.00 | -1.00 | -2.00 | 140 |" in text
+    assert "| sst-2 acc (fp32 80.00) | 120 of 8 | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in text
+    assert "| sst-2 acc (fp32 80.00) | 120 of 8 | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in \
+        diagnostic.draws_summary({"tasks": [row]})  # the README's
+
+
+def test_padding_ranges_compare_real_tokens_with_every_position(diagnostic, trace_model, tmp_path):
+    """--padding: each encoder input a linear layer reads, its range over real tokens against every position."""
+    data_dir = write_sst2_fixture(tmp_path / "glue")
+    config = tmp_path / "ptq.yaml"
+    config.write_text(f"Global:\n  input_names: [input_ids, attention_mask, token_type_ids]\n  max_seq_length: {SEQ}\n"
+                      "QuantPost:\n  batch_size: 4\n  batch_nums: 2\n")
+    row = diagnostic.padding_ranges("sst-2", trace_model, str(config), data_dir)
+    assert row["batches"] == 2 and row["batch_size"] == 4 and 0 < row["mean_tokens"] < SEQ
+    # per layer: q/k/v and FFN in read a LayerNorm output, attention output the context, FFN out the GELU;
+    # the pooler's and classifier's inputs (one row per sentence) are left out
+    kinds = [a["kind"] for a in row["activations"]]
+    assert kinds == ["LayerNorm output", "attention context", "LayerNorm output", "GELU output"] * 2
+    for a in row["activations"]:
+        assert 0 < a["avg_real"] <= a["avg_all"] and 0 <= a["batches_set_by_padding"] <= 2
+        assert (a["avg_real"] < a["avg_all"]) == (a["batches_set_by_padding"] > 0)
+        assert 1.0 <= a["channel_ratio_median"] <= a["channel_ratio_max"]
+    text = diagnostic.render({"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11.7"},
+                              "versions": {}, "command": "python benchmarks/ptq_diagnostic.py --padding",
+                              "tasks": [], "padding": [row]})
+    assert "## sst-2: does padding set the ranges calibration reads?" in text
+    assert text.count("| LayerNorm output (") == 4
+    short = diagnostic.padding_summary({"padding": [row]})  # the README's: one line per task
+    by_padding = sum(a["batches_set_by_padding"] for a in row["activations"])
+    assert f"| sst-2 | {by_padding} of 16 | " in short
