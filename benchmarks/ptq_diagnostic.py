@@ -168,8 +168,9 @@ def padding_ranges(task, base, config, data_dir):
     collate = glue.Collator(gcfg["input_names"], tokenizer.pad_token_id, tokenizer.pad_token_type_id,
                             gcfg["max_seq_length"])
     paddle.enable_static()
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    program, _, _ = paddle.static.load_inference_model(os.path.join(base, "model"), exe)
+    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()  # the model's weights: its own scope
+    with paddle.static.scope_guard(scope):
+        program, _, _ = paddle.static.load_inference_model(os.path.join(base, "model"), exe)
     block = program.global_block()
     made_by = {n: op.type for op in block.ops for n in op.output_arg_names}
     names = list(smooth.linear_inputs(block))
@@ -177,7 +178,7 @@ def padding_ranges(task, base, config, data_dir):
     for start in range(0, len(rows), qcfg["batch_size"]):
         feeds = collate.collate_feeds(rows[start:start + qcfg["batch_size"]])
         real = feeds[gcfg["input_names"][1]].astype(bool)
-        for name, value in zip(names, exe.run(program, feed=feeds, fetch_list=names)):
+        for name, value in zip(names, exe.run(program, feed=feeds, fetch_list=names, scope=scope)):
             if value.shape[:2] != real.shape:
                 stats.pop(name, None)  # the pooler's and classifier's inputs: one row per sentence, no padding
                 continue
