@@ -194,12 +194,12 @@ def test_draws_run_the_shipped_config_per_batch_count_and_seed(diagnostic, trace
 
 def test_padding_ranges_compare_real_tokens_with_every_position(diagnostic, trace_model, tmp_path):
     """--padding: each encoder input a linear layer reads, its range over real tokens against every position."""
+    import paddle
+
     data_dir = write_sst2_fixture(tmp_path / "glue")
     config = tmp_path / "ptq.yaml"
     config.write_text(f"Global:\n  input_names: [input_ids, attention_mask, token_type_ids]\n  max_seq_length: {SEQ}\n"
                       "QuantPost:\n  batch_size: 4\n  batch_nums: 2\n")
-    import paddle
-
     params = [n for n in load_model(os.path.join(trace_model, "model"))[2]
               if paddle.static.global_scope().find_var(n) is None]
     row = diagnostic.padding_ranges("sst-2", trace_model, str(config), data_dir)
