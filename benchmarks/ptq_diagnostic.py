@@ -173,15 +173,13 @@ def padding_ranges(task, base, config, data_dir):
         program, _, _ = paddle.static.load_inference_model(os.path.join(base, "model"), exe)
     block = program.global_block()
     made_by = {n: op.type for op in block.ops for n in op.output_arg_names}
-    names = list(smooth.linear_inputs(block))
+    # per token ([batch, length, channels]); the pooler's and classifier's inputs hold one row per sentence
+    names = [n for n in smooth.linear_inputs(block) if len(block.var(n).shape) == 3]
     stats = {n: {"real": [], "all": [], "channel_real": 0.0, "channel_all": 0.0} for n in names}
     for start in range(0, len(rows), qcfg["batch_size"]):
         feeds = collate.collate_feeds(rows[start:start + qcfg["batch_size"]])
         real = feeds[gcfg["input_names"][1]].astype(bool)
         for name, value in zip(names, exe.run(program, feed=feeds, fetch_list=names, scope=scope)):
-            if value.shape[:2] != real.shape:
-                stats.pop(name, None)  # the pooler's and classifier's inputs: one row per sentence, no padding
-                continue
             value, stat = np.abs(value), stats[name]
             stat["real"].append(float(value[real].max()))
             stat["all"].append(float(value.max()))
