@@ -350,6 +350,7 @@ def test_ranks_under_the_distributed_launcher(trace_model, tmp_path, monkeypatch
 def test_paddleslim_fixes_are_undone_on_exit(tmp_path, trace_model):
     """Every patch of workarounds.paddleslim_fixed holds inside the with block and is gone after it."""
     import paddle
+    from paddle.base.framework import IrGraph
     from paddle.static.quantization import post_training_quantization as ptq
     from paddleslim.auto_compression import compressor, transformer_pruner
     from paddleslim.quant import post_quant_hpo
@@ -358,7 +359,8 @@ def test_paddleslim_fixes_are_undone_on_exit(tmp_path, trace_model):
 
     def current():
         return (compressor.AutoCompression.single_strategy_compress, compressor.AutoCompression.compress,
-                compressor.quant_post, post_quant_hpo.quant_post, transformer_pruner.kl_div_op, ptq.PostTrainingQuantization._sample_histogram)
+                compressor.quant_post, post_quant_hpo.quant_post, transformer_pruner.kl_div_op,
+                ptq.PostTrainingQuantization._sample_histogram, IrGraph.all_op_nodes)
 
     before, cwd = current(), os.getcwd()
     program = files.read_program(os.path.join(trace_model, "model.pdmodel"))
