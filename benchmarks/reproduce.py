@@ -586,7 +586,7 @@ def headline(results, folder="reproduce"):
     for run, _ in groups:
         for label, count in trained_steps(run.get("settings")).items():
             steps.setdefault(label, set()).add(count)
-    counts = [" or ".join(map(str, sorted(c, key=str))) for c in steps.values()]
+    counts = [" or ".join(map(str, sorted(c, key=lambda n: n or 0))) for c in steps.values()]
     trained_text = (f"each strategy trained {counts[0]} steps; " if len(set(counts)) == 1 else
                     "trained " + ", ".join(f"{label} {count} steps" for label, count in zip(steps, counts)) + "; ")
     machines = list(dict.fromkeys(f"{run['machine']['cpu']} ({', '.join(run['machine']['isa'])}), "

@@ -73,7 +73,12 @@ def test_headline_names_the_training_only_where_a_strategy_trains(reproduce):
     assert reproduce.training(results["settings"]).startswith(
         "training steps: prune + distill, then PTQ 120, distill + QAT 60; overrides: prune_ptq as shipped; "
         "distill_qat `TrainConfig.learning_rate=1.0e-5`")
-    del results["settings"]["prune_train_iter"]
+    older = {**results, "settings": {**results["settings"], "prune_train_iter": None}}  # a run before the flag
+    results["tasks"][1]["run"] = reproduce.run_of(older)
+    assert reproduce.headline(results).startswith(
+        "MiniLM fine-tuned on 2 GLUE tasks (sst-2, rte), trained prune + distill, then PTQ 60 or 120 steps, distill + "
+        "QAT 60 steps; rows from 2 runs (settings per row in RESULTS.md); test cpu (avx2), 2 cores;")
+    del results["settings"]["prune_train_iter"], results["tasks"][1]["run"]
     assert "| prune + distill, then PTQ (2 tasks) | 70.00 → 69.50 (-0.50) | sst-2 -1.00 | 4.00× | not measured |" in text
     assert "[benchmarks/reproduce/RESULTS.md](benchmarks/reproduce/RESULTS.md)" in text
     results["tasks"][1]["seconds"]["compress_ptq"] = 7080.0  # 60 + 60 + 7080 s: 2.0 hours
