@@ -5,8 +5,8 @@
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
 short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2,
 reproduce/prune_lr1e-4, reproduce/longer_finetune, latency, latency/avx2, ptq_diagnostic, ptq_diagnostic/padding,
-ptq_diagnostic/calibration_draws, train_iter/sts-b);
-the full tables are in each benchmark's RESULTS.md.
+ptq_diagnostic/calibration_draws, train_iter/sts-b); a NAME#tasks block (reproduce, reproduce/avx2) gets the
+table per task from the same file. The full tables are in each benchmark's RESULTS.md.
 """
 import argparse
 import functools
@@ -25,9 +25,11 @@ import ptq_diagnostic  # noqa: E402
 import reproduce  # noqa: E402
 import train_iter  # noqa: E402
 
-# results folder under benchmarks/ -> its short renderer (<name>/avx2: the benchmark on an AVX2-only CPU)
-RENDERERS = {"reproduce": reproduce.headline,
+# results folder under benchmarks/ (then #table, for a second table from the same folder) -> its renderer
+# (<name>/avx2: the benchmark on an AVX2-only CPU)
+RENDERERS = {"reproduce": reproduce.headline, "reproduce#tasks": reproduce.task_table,
              "reproduce/avx2": functools.partial(reproduce.headline, folder="reproduce/avx2"),
+             "reproduce/avx2#tasks": reproduce.task_table,
              "reproduce/prune_lr1e-4": functools.partial(reproduce.headline, folder="reproduce/prune_lr1e-4"),
              "reproduce/longer_finetune": functools.partial(reproduce.headline, folder="reproduce/longer_finetune"),
              "latency": bench_latency.summary, "latency/avx2": bench_latency.summary,
@@ -35,8 +37,12 @@ RENDERERS = {"reproduce": reproduce.headline,
              "ptq_diagnostic/calibration_draws": ptq_diagnostic.draws_summary, "train_iter/sts-b": train_iter.summary}
 
 
+def results_file(name):
+    return os.path.join(HERE, name.split("#")[0], "results.json")
+
+
 def block(name):
-    with open(os.path.join(HERE, name, "results.json")) as f:
+    with open(results_file(name)) as f:
         return RENDERERS[name](json.load(f)).strip()
 
 
@@ -47,7 +53,7 @@ def main(argv=None):
         readme = f.read()
     for name in RENDERERS:
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
-        if pattern.search(readme) and os.path.isfile(os.path.join(HERE, name, "results.json")):
+        if pattern.search(readme) and os.path.isfile(results_file(name)):
             readme = pattern.sub(lambda m: m.group(1) + block(name) + "\n" + m.group(2), readme)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:

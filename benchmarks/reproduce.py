@@ -627,6 +627,63 @@ def headline(results, folder="reproduce"):
         f"fine-tuning included): [benchmarks/{folder}/RESULTS.md](benchmarks/{folder}/RESULTS.md).\n"
 
 
+def points(change):
+    """A change of metric (a fraction) in points, signed where it is not 0.00."""
+    change = round(100 * change, 2)
+    return f"{change:+.2f}" if change else "0.00"
+
+
+def task_table(results):
+    """The README's table per task, under the headline's: per strategy the change against the base, the dev rows
+    it turned wrong and right, and its batch-32 speed-up; PTQ's other calibration draws; the run of each row."""
+    tasks, groups = results["tasks"], runs(results)
+    keys = [k for k in list(STRATEGIES) + [PEER] if any(k in row["models"] for row in tasks)]
+    draws = any(row["models"].get("ptq", {}).get("metrics_by_seed") for row in tasks)
+    number = {task: i for i, (_, names) in enumerate(groups, 1) for task in names}
+    lines = ["| task | base | " + " | ".join(LABELS[k] for k in keys) + (" | PTQ, other draws" if draws else "")
+             + (" | run" if len(groups) > 1 else "") + " |"]
+    lines.append("|---|---|" + "---|" * (len(keys) + draws + (len(groups) > 1)))
+    beyond_chance = False
+    for row in tasks:
+        base = row["models"]["base"]
+        cells = [f"{row['task']} ({row['metric']})", f"{100 * base['metrics']['headline']:.2f}"]
+        for k in keys:
+            model = row["models"].get(k)
+            if not model:
+                cells.append("–")
+                continue
+            cell = points(model["metrics"]["headline"] - base["metrics"]["headline"])
+            changed = model.get("changed")
+            if changed:
+                star = "*" if changed["p"] < 0.05 else ""
+                beyond_chance |= bool(star)
+                cell += f" ({changed['to_wrong']} ✗ {changed['to_right']} ✓{star})"
+            perf, base_perf = model["perf"].get("32"), base["perf"].get("32")
+            if perf and base_perf:
+                cell += f", {base_perf['p50_ms'] / perf['p50_ms']:.2f}×"
+            cells.append(cell)
+        if draws:
+            by_seed = row["models"].get("ptq", {}).get("metrics_by_seed", {})
+            cells.append(" / ".join(points(m["headline"] - base["metrics"]["headline"])
+                                    for seed, m in sorted(by_seed.items(), key=lambda s: int(s[0])) if seed != "0")
+                         or "–")
+        if len(groups) > 1:
+            cells.append(str(number[row["task"]]))
+        lines.append("| " + " | ".join(cells) + " |")
+    legend = ("Change against the base in points of dev metric as `infer.py` deploys each model; (✗ ✓): the dev "
+              "rows it turned wrong and right" + (", * beyond chance by a sign test (p < 0.05)" if beyond_chance else "")
+              + ("; STS-B, a regression, has no rows to count" if "sts-b" in number else "")
+              + "; ×: its batch-32 speed-up over the base.")
+    if draws:
+        legend += " PTQ, other draws: PTQ's change with the other calibration seeds."
+    if len(groups) > 1:
+        legend += " Runs: " + "; ".join(
+            f"{i}: {run['machine']['cpu']}, "
+            + (", ".join(f"{label} {n} steps" for label, n in trained_steps(run.get("settings")).items()) or "PTQ alone")
+            for i, (run, _) in enumerate(groups, 1)) + "."
+    return "\n".join(lines + ["", legend]) + "\n"
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_benchmark_args(parser, OUT_DIR)

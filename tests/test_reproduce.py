@@ -165,6 +165,49 @@ def test_render_shows_ptq_per_calibration_draw(reproduce):
     assert "per calibration draw" not in reproduce.render(results_of(task_row("rte", 0.60, 0.60, 0.58, 100.0)))
 
 
+def test_task_table_shows_each_change_with_its_rows_speed_draws_and_run(reproduce):
+    """The README's table per task: change in points, rows turned wrong and right (* beyond chance), batch-32
+    speed-up; PTQ's other draws; the run each row came from where there are several."""
+    results = results_of(task_row("sts-b", 0.80, 0.8, 0.803, 400.0), task_row("rte", 0.60, 0.61, 0.58, 100.0))
+    rte = results["tasks"][1]["models"]
+    rte["prune_ptq"]["changed"] = {"rows": 277, "to_wrong": 2, "to_right": 5, "p": 0.45}
+    rte["distill_qat"]["changed"] = {"rows": 277, "to_wrong": 12, "to_right": 2, "p": 0.013}
+    results["settings"].update(train_iter=60, prune_train_iter=120,
+                               strategies={k: reproduce.STRATEGIES[k] for k in ("prune_ptq", "distill_qat")})
+    text = reproduce.task_table(results)
+    assert text.startswith("| task | base | prune + distill, then PTQ | distill + QAT |\n|---|---|---|---|\n")
+    assert "| sts-b (acc) | 80.00 | 0.00, 4.00× | +0.30, 2.00× |" in text  # 0.00 unsigned
+    assert "| rte (acc) | 60.00 | +1.00 (2 ✗ 5 ✓), 4.00× | -2.00 (12 ✗ 2 ✓*), 2.00× |" in text
+    assert "* beyond chance by a sign test (p < 0.05); STS-B, a regression, has no rows to count;" in text
+    assert "draws" not in text and "Runs:" not in text
+    rte["ptq"] = {"metrics": {"headline": 0.59}, "perf": {}, "metrics_by_seed": {
+        "0": {"headline": 0.59}, "2": {"headline": 0.60}, "1": {"headline": 0.605}}}
+    settings = {"train_iter": 60, "strategies": {"ptq": {}}}
+    results["tasks"][0]["run"] = reproduce.run_of({**results, "settings": settings})
+    text = reproduce.task_table(results)
+    assert "| distill + QAT | PTQ | PTQ, other draws | run |" in text
+    assert "| sts-b (acc) | 80.00 | 0.00, 4.00× | +0.30, 2.00× | – | – | 1 |" in text
+    assert "| rte (acc) | 60.00 | +1.00 (2 ✗ 5 ✓), 4.00× | -2.00 (12 ✗ 2 ✓*), 2.00× | -1.00 | +0.50 / 0.00 | 2 |" in text
+    assert text.rstrip().endswith("Runs: 1: test cpu, PTQ alone; 2: test cpu, prune + distill, then PTQ 120 steps, "
+                                  "distill + QAT 60 steps.")
+
+
+def test_readme_tables_are_the_rendered_results():
+    """Every results block of README.md is what benchmarks/render_readme.py renders from its results.json now:
+    no number in them was typed or left behind."""
+    import re
+
+    from conftest import ROOT
+
+    render_readme = load_benchmark("render_readme")
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    blocks = re.findall(r"<!-- results:(\S+) -->\n(.*?)\n<!-- /results:\1 -->", readme, re.S)
+    assert {name for name, _ in blocks} >= {"reproduce", "reproduce#tasks", "latency"}
+    for name, text in blocks:
+        assert text == render_readme.block(name), f"README block {name}: run benchmarks/render_readme.py"
+
+
 def test_summarize_collects_the_ptq_seeds_and_the_peer(reproduce, tmp_path):
     """A task's steps.json as run_task leaves it -> its row: PTQ per seed (seed 0 is the PTQ run), the peer."""
     done = {"finetune": step({"dev_metrics": {"headline": 0.6}}), "eval_converted": step({"headline": 0.6}),
