@@ -672,7 +672,8 @@ def task_table(results):
         lines.append("| " + " | ".join(cells) + " |")
     legend = ("Change against the base in points of dev metric as `infer.py` deploys each model; (✗ ✓): the dev "
               "rows it turned wrong and right" + (", * beyond chance by a sign test (p < 0.05)" if beyond_chance else "")
-              + ("; STS-B, a regression, has no rows to count" if "sts-b" in number else "")
+              + "".join(f"; {row['task'].upper()}, a regression, has no rows to count" for row in tasks
+                        if glue.get_task(row["task"]).is_regression)
               + "; ×: its batch-32 speed-up over the base.")
     if draws:
         legend += " PTQ, other draws: PTQ's change with the other calibration seeds."
