@@ -537,6 +537,37 @@ def for_onednn_int8(block, scope, weight_bits=8, peaks=None):
     (peaks if peaks is not None else {}).update(int8_weight_peaks(block, scope, weight_bits))
 
 
+def teacher_kept_fp32():
+    """Quantization-aware training leaves the distillation teacher fp32.
+
+    Symptom: in distill + QAT, the teacher's matmuls read fake-quantized activations (the input of
+    every linear layer, and both inputs of attention's Q.K^T and softmax.V), 8 bits per tensor at
+    moving-average scales, so the soft labels the student learned from were not the fp32 model's. PaddleSlim 2.6 (dist/single_distiller.py, merge) marks each teacher op with the
+    attribute skip_quant; Paddle 2.6's QuantizationTransformPassV2 honours it (the teacher's weights
+    stay fp32), but AddQuantDequantPassV2 (static/quantization/quantization_pass.py) reads only
+    op_namescope against not_quant_pattern, and quantizes the activation inputs of every matmul not
+    already quantized with a weight. Fix: before quant_aware
+    (auto_compression/create_compressed_program.py), each op marked skip_quant gets the op_namescope
+    "skip_quant" too, and the not_quant_pattern quant_aware gets includes it.
+    """
+    from paddleslim.auto_compression import create_compressed_program
+
+    def wrap(quant_aware):
+        def teacher_skipped(program, place, config=None, *args, **kwargs):
+            marked = [op for block in program.blocks for op in block.ops
+                      if op.has_attr("skip_quant") and op.attr("skip_quant")]
+            for op in marked:
+                op._set_attr("op_namescope", "skip_quant")
+            if marked and config is not None:
+                patterns = config.get("not_quant_pattern") or []
+                patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+                config = {**config, "not_quant_pattern": patterns + ([] if "skip_quant" in patterns else ["skip_quant"])}
+            return quant_aware(program, place, config, *args, **kwargs)
+        return teacher_skipped
+
+    return wrapped(create_compressed_program, "quant_aware", wrap)
+
+
 @contextlib.contextmanager
 def paddleslim_fixed(program, scratch, skip_tensor_list=None):
     """Every fix above, for one AutoCompression run in the working folder `scratch`.
@@ -554,6 +585,6 @@ def paddleslim_fixed(program, scratch, skip_tensor_list=None):
                     regression_prune_loss_per_element(), chain_post_quant_to_previous_stage(),
                     later_stages_checked(ran), final_evaluation_left_to_caller(), uniform_histograms(),
                     post_quant_batch_size(), ir_op_nodes_in_creation_order(),
-                    post_quant_skip_list(skip_tensor_list)):
+                    post_quant_skip_list(skip_tensor_list), teacher_kept_fp32()):
             stack.enter_context(fix)
         yield ran

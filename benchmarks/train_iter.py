@@ -34,7 +34,7 @@ import reproduce  # noqa: E402
 OUT_DIR = os.path.join(HERE, "train_iter")
 LR_SET = "TrainConfig.learning_rate="
 # The QuantAware values that tell distill + QAT runs apart, with the defaults of run.py and PaddleSlim.
-QAT_FIELDS = {"smooth_alpha": None, "skip_head": False, "use_pact": False}
+QAT_FIELDS = {"smooth_alpha": None, "skip_head": False, "use_pact": False, "skip_attention": False}
 # key -> the reproduction's strategy it runs, the config sections left out, QuantAware values that differ from
 # the shipped config's, its column
 STRATEGIES = {
@@ -42,18 +42,27 @@ STRATEGIES = {
     "prune_fp32": ("prune_ptq", ["QuantPost", "HyperParameterOptimization"], {},
                    "prune + distill, not quantized (fp32)"),
     "distill_qat": ("distill_qat", [], {}, reproduce.STRATEGIES["distill_qat"]["label"]),
-    "distill_qat_unsmoothed": ("distill_qat", [], {"smooth_alpha": None},
+    "distill_qat_attention_quantized": ("distill_qat", [], {"skip_attention": False},
+                                        "distill + QAT, attention fake-quantized"),
+    "distill_qat_unsmoothed": ("distill_qat", [], {"smooth_alpha": None, "skip_attention": False},
                                "distill + QAT, not smoothed (the document's QuantAware)"),
-    "distill_qat_head_fp32": ("distill_qat", [], {"smooth_alpha": None, "skip_head": True},
+    "distill_qat_head_fp32": ("distill_qat", [], {"smooth_alpha": None, "skip_head": True, "skip_attention": False},
                               "distill + QAT, not smoothed, pooler + classifier fp32"),
-    "distill_qat_no_pact": ("distill_qat", [], {"smooth_alpha": None, "use_pact": False},
+    "distill_qat_no_pact": ("distill_qat", [], {"smooth_alpha": None, "use_pact": False, "skip_attention": False},
                             "distill + QAT, not smoothed, no PACT"),
 }
 
 
 def qat_variants(task):
-    """{distill + QAT key: the QAT_FIELDS values it runs with}: the shipped config's, then the variant's."""
+    """{distill + QAT key: the QAT_FIELDS values it runs with}: the shipped config's, then the reproduction's
+    QuantAware overrides, then the variant's."""
+    import yaml
+
     config = reproduce.shipped_config(task, "distill_qat").get("QuantAware") or {}
+    for override in reproduce.STRATEGIES["distill_qat"]["set"]:
+        key, _, value = override.partition("=")
+        if key.startswith("QuantAware."):
+            config = {**config, key[len("QuantAware."):]: yaml.safe_load(value)}
     return {key: {k: values.get(k, config.get(k, default)) for k, default in QAT_FIELDS.items()}
             for key, (strategy, _, values, _) in STRATEGIES.items() if strategy == "distill_qat"}
 
@@ -100,14 +109,15 @@ def run_one(task, key, train_iter, base, work, data, lr=None):
 def column(run, variants, task):
     """The column of a run, (STRATEGIES key, learning rate): for distill + QAT, the variant (qat_variants)
     whose QuantAware values it ran with (runs from before those were recorded ran the document's
-    QuantAware, with the pooler and classifier fp32 where they record skip_head true); the learning rate
+    QuantAware, with the pooler and classifier fp32 where they record skip_head true; runs from before
+    skip_attention was recorded trained attention fake-quantized); the learning rate
     its --set overrides gave it, else its config's."""
     lr = learning_rate(run.get("sets", []))
     if lr is None:
         lr = reproduce.shipped_config(task, STRATEGIES[run["strategy"]][0])["TrainConfig"]["learning_rate"]
     if not run["strategy"].startswith("distill_qat"):
         return run["strategy"], lr
-    ran = run.get("quant_aware") or {**QAT_FIELDS, "use_pact": True, "skip_head": bool(run.get("skip_head"))}
+    ran = {**QAT_FIELDS, **(run.get("quant_aware") or {"use_pact": True, "skip_head": bool(run.get("skip_head"))})}
     return next((k for k, v in variants.items() if v == ran), run["strategy"]), lr
 
 

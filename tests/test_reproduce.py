@@ -272,7 +272,8 @@ def test_train_iter_table(reproduce):
                 "compress_seconds": 100.0 * steps, **fields}
 
     shipped = train_iter.qat_variants("sst-2")["distill_qat"]
-    assert shipped == {"smooth_alpha": 0.75, "skip_head": False, "use_pact": True}  # configs/sst-2.yaml
+    # configs/sst-2.yaml, then the reproduction's override
+    assert shipped == {"smooth_alpha": 0.75, "skip_head": False, "use_pact": True, "skip_attention": True}
     fast = ["TrainConfig.train_iter=40", "TrainConfig.learning_rate=1e-4"]
     text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
                               "runs": {"prune_ptq_40_lr0.0001": run("prune_ptq", 40, 0.785, sets=fast),

@@ -352,7 +352,7 @@ def test_paddleslim_fixes_are_undone_on_exit(tmp_path, trace_model):
     import paddle
     from paddle.base.framework import IrGraph
     from paddle.static.quantization import post_training_quantization as ptq
-    from paddleslim.auto_compression import compressor, transformer_pruner
+    from paddleslim.auto_compression import compressor, create_compressed_program, transformer_pruner
     from paddleslim.quant import post_quant_hpo
 
     import files
@@ -360,7 +360,8 @@ def test_paddleslim_fixes_are_undone_on_exit(tmp_path, trace_model):
     def current():
         return (compressor.AutoCompression.single_strategy_compress, compressor.AutoCompression.compress,
                 compressor.quant_post, post_quant_hpo.quant_post, transformer_pruner.kl_div_op,
-                ptq.PostTrainingQuantization._sample_histogram, IrGraph.all_op_nodes)
+                ptq.PostTrainingQuantization._sample_histogram, IrGraph.all_op_nodes,
+                create_compressed_program.quant_aware)
 
     before, cwd = current(), os.getcwd()
     program = files.read_program(os.path.join(trace_model, "model.pdmodel"))

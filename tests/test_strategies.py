@@ -21,11 +21,11 @@ TRAIN = {"train_iter": 3, "eval_iter": 1000, "learning_rate": 1.0e-5, "logging_i
 QUANT_POST = {"quantize_op_types": ["matmul", "matmul_v2"], "onnx_format": True, "smooth_alpha": 0.75,
               "skip_head": True}
 STRATEGIES = {
-    # the document's configs/<task>.yaml, with run.py's QuantAware.smooth_alpha and skip_head on
+    # the document's configs/<task>.yaml, with run.py's QuantAware.smooth_alpha, skip_head and skip_attention on
     "distill_qat": {"Distillation": {"alpha": 1.0, "loss": "soft_label"},
                     "QuantAware": {"use_pact": True, "activation_quantize_type": "moving_average_abs_max",
                                    "quantize_op_types": ["matmul", "matmul_v2"], "smooth_alpha": 0.75,
-                                   "skip_head": True},
+                                   "skip_head": True, "skip_attention": True},
                     "TrainConfig": TRAIN},
     # the headline: configs/<task>_prune_ptq.yaml
     "prune_ptq_hpo": {"TransformerPrune": {"pruned_ratio": 0.25}, "Distillation": {"alpha": 1.0, "loss": "l2"},
@@ -60,6 +60,26 @@ def stat_digest(folder):
                    os.stat(os.path.join(root, n)).st_mtime_ns) for root, _, names in os.walk(folder) for n in names)
 
 
+def quantized_inputs(block, persistable):
+    """{"attention": the matmuls of two activations, "linear": those of an activation and a weight} in a
+    block, each as (how many, how many of their activation inputs a dequantize_linear writes)."""
+    producer = {n: op for op in block.ops for n in op.output_arg_names}
+
+    def source(name):  # the tensor a chain of quantize/dequantize ops started from
+        while name in producer and producer[name].type in ("quantize_linear", "dequantize_linear"):
+            name = producer[name].input("X")[0]
+        return name
+
+    found = {"attention": [0, 0], "linear": [0, 0]}
+    for op in block.ops:
+        if op.type in ("matmul", "matmul_v2"):
+            activations = [n for n in op.input_arg_names if source(n) not in persistable]
+            kind = found["attention" if len(activations) == 2 else "linear"]
+            kind[0] += 1
+            kind[1] += sum(n in producer and producer[n].type == "dequantize_linear" for n in activations)
+    return {k: tuple(v) for k, v in found.items()}
+
+
 # A folder name a shell would split and run: HPO copies its best model with os.system("cp -r ...").
 SHELL_BAIT = "my models 'q' \"d\";touch $PWNED;"
 
@@ -71,6 +91,11 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths, as users type them (PaddleSlim runs in a scratch folder)
     monkeypatch.setenv("PWNED", str(tmp_path / "pwned"))
     model_before = (folder_digest(model_dir), stat_digest(model_dir))
+    from paddleslim.auto_compression import create_compressed_program
+
+    quant_aware, trained = create_compressed_program.quant_aware, []
+    monkeypatch.setattr(create_compressed_program, "quant_aware",
+                        lambda *args, **kwargs: trained.append(quant_aware(*args, **kwargs)) or trained[-1])
     config = write_config("config.yaml", os.path.relpath(model_dir), "glue", STRATEGIES[strategy])
     result = run.main(["--config_path", config, "--save_dir", os.path.join(SHELL_BAIT, "out")])
     save_dir = str(tmp_path / SHELL_BAIT / "out")
@@ -107,6 +132,17 @@ def test_strategy_through_run_py(converted, strategy, tmp_path, monkeypatch):
     # skip_head (QuantPost, with or without the search; QuantAware): the pooler and classifier read fp32 weights
     quantized_heads = {op.input("X")[0] for op in dequant} & set(heads)
     assert quantized_heads == (set(heads) if strategy == "auto" else set())
+    # every saved model carries a quantize/dequantize pair (a scale) on both inputs of attention's Q.K^T and
+    # softmax.V in each of the 2 layers
+    assert quantized_inputs(block, set(params))["attention"] == (2 * 2, 2 * 2 * 2)
+    # the programs QAT evaluates and trains (the student, then the student and the distillation teacher):
+    # the student's 6 linear layers in each of 2 layers fake-quantized; its pooler and classifier
+    # (skip_head) and attention matmuls (skip_attention, as oneDNN deploys them) fp32; the teacher fp32
+    # (workarounds.teacher_kept_fp32)
+    assert [quantized_inputs(program.global_block(), {n for n, v in program.global_block().vars.items()
+                                                      if v.persistable}) for program in trained] == (
+        [{"attention": (2 * 2, 0), "linear": (6 * 2 + 2, 6 * 2)},
+         {"attention": (2 * 2 * 2, 0), "linear": ((6 * 2 + 2) * 2, 6 * 2)}] if strategy == "distill_qat" else [])
     for op in dequant:
         # weights are [in, out]: one scale per output channel, on axis 1
         assert not users[op.output("Y")[0]].attr("trans_y")
