@@ -552,8 +552,13 @@ def render(results):
     stages = [s for s in results["stages"] if any(s in row["seconds"] for row in results["tasks"])]
     lines += ["", "## Wall time per stage (s)", "", "| task | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
     for row in results["tasks"]:
+        shared = set(row.get("shared_cpu", ()))
         lines.append(f"| {row['task']} | " + " | ".join(
-            f"{row['seconds'][s]:.0f}" if s in row["seconds"] else "–" for s in stages) + " |")
+            f"{row['seconds'][s]:.0f}" + ("‡" if s in shared else "") if s in row["seconds"] else "–"
+            for s in stages) + " |")
+    if any(row.get("shared_cpu") for row in results["tasks"]):
+        lines += ["", "‡ timed while another job shared the CPU (a row's `shared_cpu` in results.json, noted by "
+                  "hand): an upper bound. The row's latencies were measured alone."]
     fixed = [row["task"] for row in results["tasks"] if any(m.get("mkl_avx2_on_amd") for m in row["models"].values())]
     older = [row["task"] for row in results["tasks"]
              if any(k in STRATEGIES and m.get("mkl_avx2_on_amd") is None for k, m in row["models"].items())]

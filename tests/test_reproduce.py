@@ -251,6 +251,14 @@ def test_render_says_which_run_py_times_predate_the_mkl_fix(reproduce):
     assert "mkl_avx2_on_amd" not in reproduce.render(results_of(old, new))
 
 
+def test_render_marks_the_stages_timed_beside_another_job(reproduce):
+    row = task_row("qqp", 0.80, 0.79, 0.81, 400.0)
+    assert "‡" not in reproduce.render(results_of(row))
+    row["shared_cpu"] = ["finetune"]
+    text = reproduce.render(results_of(row))
+    assert "| qqp | 60‡ |" in text and "‡ timed while another job shared the CPU" in text
+
+
 def test_strategy_config_keeps_the_headline_search_unless_dropped(reproduce, tmp_path):
     import yaml
 
