@@ -542,9 +542,10 @@ def teacher_kept_fp32():
 
     Symptom: in distill + QAT, the teacher's matmuls read fake-quantized activations (the input of
     every linear layer, and both inputs of attention's Q.K^T and softmax.V), 8 bits per tensor at
-    moving-average scales, so the soft labels the student learned from were not the fp32 model's. PaddleSlim 2.6 (dist/single_distiller.py, merge) marks each teacher op with the
-    attribute skip_quant; Paddle 2.6's QuantizationTransformPassV2 honours it (the teacher's weights
-    stay fp32), but AddQuantDequantPassV2 (static/quantization/quantization_pass.py) reads only
+    moving-average scales, so the soft labels the student learned from were not the fp32 model's.
+    PaddleSlim 2.6 (dist/single_distiller.py, merge) marks each teacher op with the attribute
+    skip_quant; Paddle 2.6's QuantizationTransformPassV2 honours it (the teacher's weights stay
+    fp32), but AddQuantDequantPassV2 (static/quantization/quantization_pass.py) reads only
     op_namescope against not_quant_pattern, and quantizes the activation inputs of every matmul not
     already quantized with a weight. Fix: before quant_aware
     (auto_compression/create_compressed_program.py), each op marked skip_quant gets the op_namescope
