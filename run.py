@@ -353,11 +353,6 @@ def kept_fp32(name, section, program):
     return heads
 
 
-# The op_namescope that Paddle's quantization passes leave in fp32 (QuantAware.not_quant_pattern's default;
-# post_training_quantization.py tags the ops of its skip_tensor_list with it).
-SKIP_QUANT = "skip_quant"
-
-
 def attention_matmuls(program):
     """The indices of a ProgramDesc's matmuls of two activations (no persistable input): in a BERT,
     attention's Q.K^T and softmax.V, which run in fp32 under `infer.py --int8` on CPU
@@ -387,7 +382,7 @@ def attention_kept_fp32(section, program):
 
 def skip_quant(program, weights, ops=()):
     """A copy of a ProgramDesc whose ops that read `weights`, and those at the indices `ops`, carry
-    op_namescope SKIP_QUANT."""
+    op_namescope workarounds.SKIP_QUANT."""
     from paddle.base.proto import framework_pb2
 
     tagged = framework_pb2.ProgramDesc()
@@ -397,7 +392,7 @@ def skip_quant(program, weights, ops=()):
             attr = next((a for a in op.attrs if a.name == "op_namescope"), None)
             if attr is None:
                 attr = op.attrs.add(name="op_namescope", type=framework_pb2.STRING)
-            attr.s = SKIP_QUANT
+            attr.s = workarounds.SKIP_QUANT
     return tagged
 
 
@@ -493,9 +488,7 @@ def compress(gcfg, strategies, work, train_features, dev_features, collate, smoo
     not_quantized = kept_fp32("QuantAware", quant_aware, program)
     attention = attention_kept_fp32(quant_aware, program)
     if not_quantized or attention:  # the ops are tagged in the model copy, as Paddle's PTQ tags its skip list
-        patterns = quant_aware.get("not_quant_pattern", [SKIP_QUANT])
-        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-        quant_aware["not_quant_pattern"] = patterns + ([] if SKIP_QUANT in patterns else [SKIP_QUANT])
+        quant_aware["not_quant_pattern"] = workarounds.with_skip_quant(quant_aware.get("not_quant_pattern"))
         with open(os.path.join(scratch, "model", os.path.basename(model_file)), "wb") as f:
             f.write(skip_quant(program, not_quantized, set(attention)).SerializeToString())
     model_dir = "model"

@@ -537,6 +537,17 @@ def for_onednn_int8(block, scope, weight_bits=8, peaks=None):
     (peaks if peaks is not None else {}).update(int8_weight_peaks(block, scope, weight_bits))
 
 
+# The op_namescope that Paddle's quantization passes leave in fp32 (QuantAware.not_quant_pattern's default;
+# post_training_quantization.py tags the ops of its skip_tensor_list with it).
+SKIP_QUANT = "skip_quant"
+
+
+def with_skip_quant(patterns):
+    """QuantAware.not_quant_pattern (a list, a string, or None for PaddleSlim's default) with SKIP_QUANT in it."""
+    patterns = [SKIP_QUANT] if patterns is None else [patterns] if isinstance(patterns, str) else list(patterns)
+    return patterns + ([] if SKIP_QUANT in patterns else [SKIP_QUANT])
+
+
 def teacher_kept_fp32():
     """Quantization-aware training leaves the distillation teacher fp32.
 
@@ -549,7 +560,7 @@ def teacher_kept_fp32():
     op_namescope against not_quant_pattern, and quantizes the activation inputs of every matmul not
     already quantized with a weight. Fix: before quant_aware
     (auto_compression/create_compressed_program.py), each op marked skip_quant gets the op_namescope
-    "skip_quant" too, and the not_quant_pattern quant_aware gets includes it.
+    SKIP_QUANT too, and the not_quant_pattern quant_aware gets includes it.
     """
     from paddleslim.auto_compression import create_compressed_program
 
@@ -558,11 +569,9 @@ def teacher_kept_fp32():
             marked = [op for block in program.blocks for op in block.ops
                       if op.has_attr("skip_quant") and op.attr("skip_quant")]
             for op in marked:
-                op._set_attr("op_namescope", "skip_quant")
+                op._set_attr("op_namescope", SKIP_QUANT)
             if marked and config is not None:
-                patterns = config.get("not_quant_pattern") or []
-                patterns = [patterns] if isinstance(patterns, str) else list(patterns)
-                config = {**config, "not_quant_pattern": patterns + ([] if "skip_quant" in patterns else ["skip_quant"])}
+                config = {**config, "not_quant_pattern": with_skip_quant(config.get("not_quant_pattern"))}
             return quant_aware(program, place, config, *args, **kwargs)
         return teacher_skipped
 

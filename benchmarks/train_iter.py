@@ -56,13 +56,11 @@ STRATEGIES = {
 def qat_variants(task):
     """{distill + QAT key: the QAT_FIELDS values it runs with}: the shipped config's, then the reproduction's
     QuantAware overrides, then the variant's."""
-    import yaml
+    import run
 
-    config = reproduce.shipped_config(task, "distill_qat").get("QuantAware") or {}
-    for override in reproduce.STRATEGIES["distill_qat"]["set"]:
-        key, _, value = override.partition("=")
-        if key.startswith("QuantAware."):
-            config = {**config, key[len("QuantAware."):]: yaml.safe_load(value)}
+    config = reproduce.shipped_config(task, "distill_qat")
+    run.apply_overrides(config, reproduce.STRATEGIES["distill_qat"]["set"], "reproduce.STRATEGIES")
+    config = config.get("QuantAware") or {}
     return {key: {k: values.get(k, config.get(k, default)) for k, default in QAT_FIELDS.items()}
             for key, (strategy, _, values, _) in STRATEGIES.items() if strategy == "distill_qat"}
 
