@@ -15,7 +15,7 @@ def reproduce():
 
 def task_row(task, base, ptq, qat, ms):
     def model(metric, p50):
-        return {"metrics": {"headline": metric}, "perf": {"32": {"p50_ms": p50}}}
+        return {"metrics": {"headline": metric}, "perf": {"32": {"p50_ms": p50, "p50_ms_rounds": [p50] * 3}}}
 
     return {"task": task, "metric": "acc", "pytorch": {"headline": base}, "seconds": {"finetune": 60.0},
             "finetune": {"train_samples": 800, "train_samples_available": 2490},
@@ -215,8 +215,10 @@ def test_summarize_collects_the_ptq_seeds_and_the_peer(reproduce, tmp_path):
             "compress_ptq": step({"strategies": ["quant_post"], "metrics_after": {"headline": 0.59},
                                   "compress_seconds": 30.0}),
             "compress_ptq_seed1": step({"metrics_after": {"headline": 0.61}}), "infer_ptq_seed1": step({"headline": 0.61}),
-            "peer_nncf": step({"headline": 0.595})}
+            "peer_nncf": step({"headline": 0.595}),
+            "latency": step({"base": {"32": {"p50_ms": 300.0}}, "ptq": {"32": {"p50_ms": 120.0}}})}
     row = reproduce.summarize("rte", done, str(tmp_path))
+    assert row["models"]["ptq"]["perf"] == {"32": {"p50_ms": 120.0}}
     assert row["models"]["ptq"]["metrics_by_seed"] == {"0": {"headline": 0.59}, "1": {"headline": 0.61}}
     assert row["models"]["peer_nncf"] == {"metrics": {"headline": 0.595}, "perf": {}}
     assert row["models"]["ptq"]["changed"] is None  # no predictions.json in tmp_path
@@ -424,7 +426,8 @@ def test_a_run_keeps_the_rows_of_the_tasks_it_did_not_run(reproduce, tmp_path, m
         return {"finetune": step({"dev_metrics": {"headline": 0.6}, "train_samples": 90, "train_samples_available": 90}),
                 "eval_converted": step({"headline": 0.6}), "infer_base": step({"headline": 0.6}),
                 "compress_ptq": step({"strategies": ["quant_post"], "metrics_after": {"headline": ptq},
-                                      "compress_seconds": 30.0}), "infer_ptq": step({"headline": ptq})}
+                                      "compress_seconds": 30.0}), "infer_ptq": step({"headline": ptq}),
+                "latency": step({})}
 
     save = str(tmp_path / "out")
     argv = ["--strategies", "ptq", "--ptq_seeds", "--save_dir", save, "--work_dir", str(tmp_path / "work"), "--tasks"]
@@ -468,7 +471,7 @@ def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, 
 
     def run_infer(task, path, flags, save_dir):
         calls.append(("infer", os.path.basename(path), "--perf" in flags))
-        return {"metrics": {"headline": 0.6}}
+        return {"metrics": {"headline": 0.6}, "p50_ms": 1.0}
 
     def compress(config, base, out, extra):
         calls.append(("compress", os.path.basename(out), [a for a in extra if a.startswith("TrainConfig.train_iter")]))
@@ -480,18 +483,21 @@ def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, 
     monkeypatch.setattr(reproduce.common, "run_peer", lambda *a, **k: calls.append("peer") or {"metrics": {}})
     os.makedirs(tmp_path / "rte")
     args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, strategies=["ptq", "prune_ptq"], train_iter=60,
-                           batch_sizes=[32], perf_steps=[5], ptq_seeds=[])
+                           batch_sizes=[32], perf_steps=[5], perf_rounds=1, ptq_seeds=[])
 
     first = reproduce.run_task("rte", args)
     assert calls[:3] == ["finetune", "convert", "eval_converted"] and "peer" in calls
     assert [c[1:] for c in calls if c[0] == "compress"] == [("ptq", []), ("prune_ptq", ["TrainConfig.train_iter=60"])]
-    assert len(calls) == 3 + 2 + 2 + 3 + 3 + 1  # base: dev metric, perf; each strategy: dev metric, OpenVINO, perf
+    assert len(calls) == 3 + 2 + 1 + 2 + 2 + 3 + 1  # base: dev metric; each strategy: dev metric, OpenVINO; perf x 3
+    assert [c for c in calls if c[0] == "infer" and c[2]] == [("infer", "base", True), ("infer", "ptq", True),
+                                                             ("infer", "prune_ptq", True)]  # one latency window
     calls.clear()
     assert reproduce.run_task("rte", args) == first and calls == []  # nothing changed: nothing runs
 
     again = reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "train_iter": 120}))
     assert calls == [("compress", "prune_ptq", ["TrainConfig.train_iter=120"]), ("infer", "prune_ptq", False),
-                     ("infer", "prune_ptq", False), ("infer", "prune_ptq", True)]  # dev metric, OpenVINO, perf
+                     ("infer", "prune_ptq", False),  # dev metric, OpenVINO; the window again, the base timed beside it
+                     ("infer", "base", True), ("infer", "prune_ptq", True)]
     assert "compress_ptq" not in again and again["compress_prune_ptq"]["result"] != first["compress_prune_ptq"]["result"]
     assert again["compress_prune_ptq"]["inputs"]["sets"][-2:] == ["TrainConfig.train_iter=120", "TrainConfig.eval_iter=60"]
 
@@ -505,6 +511,34 @@ def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, 
     calls.clear()  # --prune_train_iter 120 (QAT's 60): the pruned model trained 120 steps is the one found
     reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "prune_train_iter": 120}))
     assert calls == []
+
+
+def test_latency_window_times_the_models_in_turn_and_keeps_the_median_round(reproduce, monkeypatch):
+    """Each round times every model once per batch size, starting one model later than the round before; a
+    model's result is its round with the median p50, and every round's p50 is kept, in order. The rendered
+    table marks a row timed before the window."""
+    from types import SimpleNamespace
+
+    calls, p50s = [], {"base": iter([300.0, 360.0, 310.0]), "ptq": iter([150.0, 120.0, 130.0])}
+
+    def run_infer(task, path, flags, save_dir):
+        calls.append(path)
+        return {"p50_ms": next(p50s[path]), "batch_size": int(flags[flags.index("--batch_size") + 1])}
+
+    monkeypatch.setattr(reproduce.common, "run_infer", run_infer)
+    args = SimpleNamespace(batch_sizes=[32], perf_steps=[5], perf_rounds=3)
+    window = reproduce.latency_window("rte", {"base": ("base", [], "d0"), "ptq": ("ptq", ["--int8"], "d1")}, [],
+                                      args, "infer")
+    assert calls == ["base", "ptq", "ptq", "base", "base", "ptq"]
+    assert window == {"base": {"32": {"p50_ms": 310.0, "batch_size": 32, "p50_ms_rounds": [300.0, 360.0, 310.0]}},
+                      "ptq": {"32": {"p50_ms": 130.0, "batch_size": 32, "p50_ms_rounds": [150.0, 120.0, 130.0]}}}
+
+    windowed, apart = task_row("rte", 0.6, 0.6, 0.6, 400.0), task_row("mrpc", 0.6, 0.6, 0.6, 400.0)
+    for model in apart["models"].values():  # as rows measured before the window
+        del model["perf"]["32"]["p50_ms_rounds"]
+    text = reproduce.render(results_of(windowed, apart))
+    assert "| rte | 32 |" in text and "| mrpc § | 32 |" in text
+    assert "one window: 3 rounds" in text and "§ mrpc: each model timed when its step ran" in text
 
 
 def test_run_script_measures_the_scripts_own_peak_memory(tmp_path):
