@@ -715,10 +715,17 @@ def task_table(results):
     if draws:
         legend += " PTQ, other draws: PTQ's change with the other calibration seeds."
     if len(groups) > 1:
+        sets = [{(k, s) for k, v in (run.get("settings") or {}).get("strategies", {}).items() for s in v.get("set", ())}
+                for run, _ in groups]  # each run's overrides; the legend names the ones not all runs share
+
+        def own_sets(own):
+            keys = sorted({k for k, _ in own}, key=list(STRATEGIES).index)
+            return "".join(f", {LABELS[k]} " + " ".join(f"`{s}`" for key, s in sorted(own) if key == k) for k in keys)
+
         legend += " Runs: " + "; ".join(
             f"{i}: {run['machine']['cpu']}, "
             + (", ".join(f"{label} {n} steps" for label, n in trained_steps(run.get("settings")).items()) or "PTQ alone")
-            for i, (run, _) in enumerate(groups, 1)) + "."
+            + own_sets(own - set.intersection(*sets)) for i, ((run, _), own) in enumerate(zip(groups, sets), 1)) + "."
     return "\n".join(lines + ["", legend]) + "\n"
 
 
