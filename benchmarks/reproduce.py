@@ -719,7 +719,7 @@ def task_table(results):
                 for run, _ in groups]  # each run's overrides; the legend names the ones not all runs share
 
         def own_sets(own):
-            keys = sorted({k for k, _ in own}, key=list(STRATEGIES).index)
+            keys = dict.fromkeys(k for k, _ in sorted(own))
             return "".join(f", {LABELS[k]} " + " ".join(f"`{s}`" for key, s in sorted(own) if key == k) for k in keys)
 
         legend += " Runs: " + "; ".join(
