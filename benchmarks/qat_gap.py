@@ -158,6 +158,9 @@ def main(argv=None):
 
         results["tasks"] = {}
         for task in tqdm(args.tasks, desc="tasks"):
+            if glue.get_task(task).is_regression:
+                raise cli.InputError(f"{task} is a regression task: its rows have no predicted class to compare; "
+                                     "pick classification tasks")
             if not os.path.isfile(os.path.join(args.work_dir, task, "distill_qat", "model.pdmodel")):
                 raise cli.InputError(f"no distill + QAT model of {task} in {args.work_dir}: run "
                                      f"benchmarks/reproduce.py --tasks {task} first")

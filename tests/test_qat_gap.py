@@ -54,3 +54,5 @@ def test_only_the_matmul_of_two_activations_reads_past_its_pairs(qat_gap):
 def test_a_task_without_a_qat_model_is_one_error_line(qat_gap, tmp_path):
     with pytest.raises(cli.InputError, match="^no distill \\+ QAT model of rte .*--tasks rte first$"):
         qat_gap.main(["--tasks", "rte", "--work_dir", str(tmp_path), "--save_dir", str(tmp_path / "out")])
+    with pytest.raises(cli.InputError, match="^sts-b is a regression task"):
+        qat_gap.main(["--tasks", "sts-b", "--work_dir", str(tmp_path), "--save_dir", str(tmp_path / "out")])
