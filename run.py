@@ -369,8 +369,8 @@ def attention_kept_fp32(section, program):
 
     PaddleSlim's QuantAware fake-quantizes both inputs of these matmuls, and its evaluations during
     training (which pick the model it saves) score that; deployed with oneDNN they run in fp32. On
-    CoLA's QAT model the two differed in 14 dev rows (MCC 25.15 against 22.17), 13 of them gone when
-    the pairs were taken out of the evaluated model; on RTE's, 5 of 7.
+    RTE's QAT model the two differed in 7 dev rows, 5 of them gone when the pairs were taken out of
+    the evaluated model (benchmarks/qat_gap).
     """
     if not section.pop("skip_attention", False):
         return []

@@ -417,6 +417,17 @@ def dequantize_weights(block, scope):
         block._remove_op(index)
 
 
+def weight_input(op, producer, weights):
+    """A matmul's input that is a weight (in `weights`, the persistable names), or a dequantize_linear's output
+    of one, in a saved quantized model (producer: {name: the op that writes it}); None: two activations."""
+    for name in op.input_arg_names:
+        source = producer.get(name)
+        if name in weights or (source is not None and source.type == "dequantize_linear"
+                               and source.input("X")[0] in weights):
+            return name
+    return None
+
+
 def skipped_layers_kept_fp32(block, scope):
     """Drop the activation scales no quantized linear layer reads (a predictors.edited_model edit, for oneDNN).
 
@@ -433,19 +444,10 @@ def skipped_layers_kept_fp32(block, scope):
     producer = {name: op for op in block.ops for name in op.output_arg_names}
     readers = collections.Counter(name for op in block.ops for name in op.input_arg_names)
     weights = {v.name for v in block.vars.values() if v.persistable}
-
-    def weight_of(op):  # a matmul's persistable input, through its dequantize_linear if quantized
-        for name in op.input_arg_names:
-            source = producer.get(name)
-            if name in weights or (source is not None and source.type == "dequantize_linear"
-                                   and source.input("X")[0] in weights):
-                return name
-        return None
-
     keep = set()
     for op in block.ops:
         if op.type in ("matmul", "matmul_v2"):
-            weight = weight_of(op)
+            weight = weight_input(op, producer, weights)
             if weight is None or weight not in weights:  # two activations, or a quantized weight
                 keep.update(n for n in op.input_arg_names if n != weight)
     for index in reversed(range(len(block.ops))):

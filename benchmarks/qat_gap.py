@@ -41,6 +41,7 @@ def unquantize_attention(block, scope):
     """Rewires each matmul of two activations (no weight read, directly or through a dequantize_linear) past
     the quantize_linear -> dequantize_linear pair in front of each input, in place; returns the inputs rewired."""
     import smooth
+    import workarounds
 
     producer = {n: op for op in block.ops for n in op.output_arg_names}
     persistable = {v.name for v in block.vars.values() if v.persistable}
@@ -49,13 +50,9 @@ def unquantize_attention(block, scope):
         op = producer.get(name)
         return op if op is not None and op.type == op_type else None
 
-    def reads_weight(name):
-        dequantize = made_by(name, "dequantize_linear")
-        return name in persistable or (dequantize is not None and dequantize.input("X")[0] in persistable)
-
     rewired = 0
     for op in block.ops:
-        if op.type not in smooth.LINEAR_TYPES or any(reads_weight(n) for n in op.input_arg_names):
+        if op.type not in smooth.LINEAR_TYPES or workarounds.weight_input(op, producer, persistable) is not None:
             continue
         for name in op.input_arg_names:
             dequantize = made_by(name, "dequantize_linear")
