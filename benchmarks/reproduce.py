@@ -354,6 +354,7 @@ def run_of(results):
 def merge_rows(previous, rows, run):
     """The task rows of a results.json after this run: the previous rows (previous: the results.json found in
     --save_dir, or None) in their order, each replaced by this run's row of its task, then the tasks new to it.
+    A replaced row's hand-noted `shared_cpu` stages stay noted where this run kept their time (the step did not rerun).
 
     Args:
         rows: this run's finished rows; each gets `run` (run_of this run's results) as its "run".
@@ -362,7 +363,9 @@ def merge_rows(previous, rows, run):
     for row in previous["tasks"] if previous else []:
         merged[row["task"]] = {**row, "run": row.get("run") or run_of(previous)}  # written before rows kept their run
     for row in rows:
-        merged[row["task"]] = {**row, "run": run}
+        old = merged.get(row["task"], {})
+        shared = [s for s in old.get("shared_cpu", ()) if old["seconds"].get(s) == row["seconds"].get(s)]
+        merged[row["task"]] = {**row, "run": run, **({"shared_cpu": shared} if shared else {})}
     return list(merged.values())
 
 

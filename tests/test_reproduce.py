@@ -262,6 +262,17 @@ def test_render_marks_the_stages_timed_beside_another_job(reproduce):
     assert "| qqp | 60‡ |" in text and "‡ timed while another job shared the CPU" in text
 
 
+def test_a_rerun_keeps_the_shared_cpu_mark_only_on_the_steps_it_did_not_rerun(reproduce):
+    old = {**task_row("qqp", 0.80, 0.79, 0.81, 400.0), "shared_cpu": ["finetune", "compress_ptq"]}
+    old["seconds"]["compress_ptq"] = 30.0
+    new = task_row("qqp", 0.80, 0.79, 0.81, 400.0)
+    new["seconds"]["compress_ptq"] = 31.0  # compress_ptq reran
+    rows = reproduce.merge_rows({"tasks": [old]}, [new], {"command": "again"})
+    assert [(row["shared_cpu"], row["run"]["command"]) for row in rows] == [(["finetune"], "again")]
+    new["seconds"]["finetune"] += 1
+    assert "shared_cpu" not in reproduce.merge_rows({"tasks": [old]}, [new], {})[0]
+
+
 def test_strategy_config_keeps_the_headline_search_unless_dropped(reproduce, tmp_path):
     import yaml
 
