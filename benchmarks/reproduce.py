@@ -71,7 +71,7 @@ EVAL_SAMPLES = {"qqp": 1000, "mnli": 1000, "qnli": 1000}
 STRATEGIES = {
     "prune_ptq": {"label": "prune + distill, then PTQ", "config": "{task}_prune_ptq.yaml", "drop": [], "set": []},
     "distill_qat": {"label": "distill + QAT", "config": "{task}.yaml", "drop": [],
-                    "set": ["TrainConfig.learning_rate=1.0e-5", "QuantAware.skip_attention=true"]},
+                    "set": ["TrainConfig.learning_rate=1.0e-5"]},
     "ptq": {"label": "PTQ", "config": "{task}_ptq.yaml", "drop": [], "set": []},
 }
 # The peer's PTQ of the fine-tuned HF model (benchmarks/latency/peer.py: NNCF, model_type TRANSFORMER, on

@@ -294,7 +294,7 @@ def test_train_iter_table(reproduce):
                 "compress_seconds": 100.0 * steps, **fields}
 
     shipped = train_iter.qat_variants("sst-2")["distill_qat"]
-    # configs/sst-2.yaml, then the reproduction's override
+    # configs/sst-2.yaml's QuantAware: the reproduction overrides none of it
     assert shipped == {"smooth_alpha": 0.75, "skip_head": False, "use_pact": True, "skip_attention": True}
     fast = ["TrainConfig.train_iter=40", "TrainConfig.learning_rate=1e-4"]
     text = train_iter.render({**results_of(), "task": "sst-2", "metric": "acc",
