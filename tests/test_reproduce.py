@@ -190,7 +190,7 @@ def test_task_table_shows_each_change_with_its_rows_speed_draws_and_run(reproduc
     assert "| rte (acc) | 60.00 | +1.00 (2 ✗ 5 ✓), 4.00× | -2.00 (12 ✗ 2 ✓*), 2.00× | -1.00 | +0.50 / 0.00 | 2 |" in text
     assert text.rstrip().endswith(  # with the overrides not every run made
         "Runs: 1: test cpu, PTQ alone; 2: test cpu, prune + distill, then PTQ 120 steps, distill + QAT 60 steps, "
-        "distill + QAT `QuantAware.skip_attention=true` `TrainConfig.learning_rate=1.0e-5`.")
+        "distill + QAT `TrainConfig.learning_rate=1.0e-5`.")
 
 
 def test_readme_tables_are_the_rendered_results():
