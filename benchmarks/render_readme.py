@@ -5,8 +5,8 @@
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
 short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2,
 reproduce/prune_lr1e-4, reproduce/longer_finetune, latency, latency/avx2, ptq_diagnostic, ptq_diagnostic/padding,
-ptq_diagnostic/calibration_draws, train_iter/sts-b, train_iter/cola); a NAME#tasks block (reproduce, reproduce/avx2) gets the
-table per task from the same file. The full tables are in each benchmark's RESULTS.md.
+ptq_diagnostic/calibration_draws, train_iter/sts-b, train_iter/cola); a NAME#tasks block (reproduce,
+reproduce/avx2) gets the table per task from the same file. The full tables are in each benchmark's RESULTS.md.
 """
 import argparse
 import functools
