@@ -124,10 +124,8 @@ def render(results):
         cells = [task, "fp32 (`skip_attention`)" if entry["skip_attention"] else "fake-quantized",
                  str(entry["attention_inputs_quantized"])]
         for run in LABELS:
-            r = entry["runs"][run]
-            cells.append(("**" if run == trained else "")
-                         + f"{r['metrics']['headline'] * 100:.2f} ({r['rows_apart']} of {r['rows']})"
-                         + ("**" if run == trained else ""))
+            r, bold = entry["runs"][run], "**" if run == trained else ""
+            cells.append(f"{bold}{r['metrics']['headline'] * 100:.2f} ({r['rows_apart']} of {r['rows']}){bold}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Deployed: `infer.py --int8`, oneDNN int8 linear layers, attention in fp32. Fake-quant: the saved "
               "model's fake-quant ops run in fp32 without oneDNN (`infer.py --no-enable_mkldnn`). Attention fp32: "

@@ -24,6 +24,7 @@ machine, versions, settings) it came from: the eight tasks can be run a few at a
 """
 import argparse
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -722,8 +723,8 @@ def task_table(results):
                 for run, _ in groups]  # each run's overrides; the legend names the ones not all runs share
 
         def own_sets(own):
-            keys = dict.fromkeys(k for k, _ in sorted(own))
-            return "".join(f", {LABELS[k]} " + " ".join(f"`{s}`" for key, s in sorted(own) if key == k) for k in keys)
+            return "".join(f", {LABELS[k]} " + " ".join(f"`{s}`" for _, s in group)
+                           for k, group in itertools.groupby(sorted(own), key=lambda ks: ks[0]))
 
         legend += " Runs: " + "; ".join(
             f"{i}: {run['machine']['cpu']}, "
