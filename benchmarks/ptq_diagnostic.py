@@ -371,7 +371,7 @@ def draws_table(tasks):
         for n, by_seed in sorted(grid.items()):
             changes = [100 * (run["metrics"]["headline"] - base) for run in by_seed.values()]
             size = next(iter(by_seed.values()))["quant_post"]["batch_size"]
-            lines.append(f"| {row['task']} {row['metric']} (fp32 {100 * base:.2f}) | {n} of {size} | " + " | ".join(
+            lines.append(f"| {row['task']} {row['metric']} (fp32 {100 * base:.2f}) | {n} × {size} rows | " + " | ".join(
                 f"{100 * (by_seed[s]['metrics']['headline'] - base):+.2f}" if s in by_seed else "–" for s in seeds)
                 + f" | {sum(changes) / len(changes):+.2f} | {min(changes):+.2f} | "
                 f"{sum(r['seconds'] for r in by_seed.values()) / len(by_seed):.0f} |")
@@ -393,10 +393,10 @@ def padding_summary(results):
         "(benchmarks/ptq_diagnostic/padding/RESULTS.md).\n"
 
 
-def draws_summary(results):
-    """The README's short table of --draws."""
-    return "\n".join(draws_table(results["tasks"])) + "\nEvery run: [benchmarks/ptq_diagnostic/calibration_draws/" \
-        "RESULTS.md](benchmarks/ptq_diagnostic/calibration_draws/RESULTS.md).\n"
+def draws_summary(results, folder="ptq_diagnostic/calibration_draws"):
+    """The README's short table of --draws (folder: where they are, under benchmarks/)."""
+    return "\n".join(draws_table(results["tasks"])) + f"\nEvery run: [benchmarks/{folder}/RESULTS.md](benchmarks/" \
+        f"{folder}/RESULTS.md).\n"
 
 
 def summary(results):

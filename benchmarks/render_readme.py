@@ -5,7 +5,8 @@
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
 short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2,
 reproduce/prune_lr1e-4, reproduce/longer_finetune, latency, latency/avx2, ptq_diagnostic, ptq_diagnostic/padding,
-ptq_diagnostic/calibration_draws, train_iter/sts-b, train_iter/cola); a NAME#tasks block (reproduce,
+ptq_diagnostic/calibration_draws, ptq_diagnostic/rte_draws, train_iter/sts-b, train_iter/cola,
+train_iter/rte_seeds); a NAME#tasks block (reproduce,
 reproduce/avx2) gets the table per task from the same file. The full tables are in each benchmark's RESULTS.md.
 """
 import argparse
@@ -34,8 +35,10 @@ RENDERERS = {"reproduce": reproduce.headline, "reproduce#tasks": reproduce.task_
              "reproduce/longer_finetune": functools.partial(reproduce.headline, folder="reproduce/longer_finetune"),
              "latency": bench_latency.summary, "latency/avx2": bench_latency.summary,
              "ptq_diagnostic": ptq_diagnostic.summary, "ptq_diagnostic/padding": ptq_diagnostic.padding_summary,
-             "ptq_diagnostic/calibration_draws": ptq_diagnostic.draws_summary, "train_iter/sts-b": train_iter.summary,
-             "train_iter/cola": train_iter.summary}
+             "ptq_diagnostic/calibration_draws": ptq_diagnostic.draws_summary,
+             "ptq_diagnostic/rte_draws": functools.partial(ptq_diagnostic.draws_summary, folder="ptq_diagnostic/rte_draws"),
+             "train_iter/sts-b": train_iter.summary, "train_iter/cola": train_iter.summary,
+             "train_iter/rte_seeds": train_iter.summary}
 
 
 def results_file(name):

@@ -293,12 +293,13 @@ def sign_test(worse, better):
     return min(1.0, 2 * tail)
 
 
-def changed_rows(base_file, model_file):
+def changed_rows(base_file, model_file, indices=False):
     """The dev rows (first split) whose predicted class a compressed model changed against the base, or None
     (a regression task, or a prediction file missing: the task ran before infer.py wrote them).
 
     Returns:
-        {"rows": dev rows, "to_wrong": right in the base, wrong now, "to_right": the reverse, "p": sign_test}
+        {"rows": dev rows, "to_wrong": right in the base, wrong now, "to_right": the reverse, "p": sign_test},
+        and with `indices` the rows themselves, "wrong_rows" and "right_rows" (their positions in the split)
     """
     if not (os.path.isfile(base_file) and os.path.isfile(model_file)):
         return None
@@ -310,9 +311,11 @@ def changed_rows(base_file, model_file):
         return None
     right = [p == y for p, y in zip(base["prediction"], base["label"])]
     now = [p == y for p, y in zip(model["prediction"], model["label"])]
-    worse = sum(r and not n for r, n in zip(right, now))
-    better = sum(n and not r for r, n in zip(right, now))
-    return {"rows": len(right), "to_wrong": worse, "to_right": better, "p": round(sign_test(worse, better), 3)}
+    worse = [i for i, (r, n) in enumerate(zip(right, now)) if r and not n]
+    better = [i for i, (r, n) in enumerate(zip(right, now)) if n and not r]
+    changed = {"rows": len(right), "to_wrong": len(worse), "to_right": len(better),
+               "p": round(sign_test(len(worse), len(better)), 3)}
+    return {**changed, "wrong_rows": worse, "right_rows": better} if indices else changed
 
 
 def summarize(task, done, work):

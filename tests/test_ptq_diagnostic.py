@@ -186,9 +186,9 @@ def test_draws_run_the_shipped_config_per_batch_count_and_seed(diagnostic, trace
     text = diagnostic.render({"machine": {"cpu": "test cpu", "cores": 2, "isa": ["avx2"], "python": "3.11.7"},
                               "versions": {}, "command": "python benchmarks/ptq_diagnostic.py --draws", "tasks": [row]})
     assert "| task | calibration batches | seed 0 | seed 1 | seed 2 | mean | worst | wall s (mean) |" in text
-    assert "| sst-2 acc (fp32 80.00) | 40 of 8 | +0.00 | -1.00 | -2.00 | -1.00 | -2.00 | 140 |" in text
-    assert "| sst-2 acc (fp32 80.00) | 120 of 8 | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in text
-    assert "| sst-2 acc (fp32 80.00) | 120 of 8 | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in \
+    assert "| sst-2 acc (fp32 80.00) | 40 × 8 rows | +0.00 | -1.00 | -2.00 | -1.00 | -2.00 | 140 |" in text
+    assert "| sst-2 acc (fp32 80.00) | 120 × 8 rows | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in text
+    assert "| sst-2 acc (fp32 80.00) | 120 × 8 rows | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in \
         diagnostic.draws_summary({"tasks": [row]})  # the README's
 
 

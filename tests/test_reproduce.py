@@ -141,6 +141,8 @@ def test_changed_rows_counts_each_way_with_the_sign_test(reproduce, tmp_path):
     changed = reproduce.changed_rows(str(tmp_path / "base.json"), str(tmp_path / "model.json"))
     # 4 changed rows split 3 / 1: P(X <= 1) = (1 + 4) / 16, two-sided 10 / 16
     assert changed == {"rows": 8, "to_wrong": 3, "to_right": 1, "p": 0.625}
+    assert reproduce.changed_rows(str(tmp_path / "base.json"), str(tmp_path / "model.json"), indices=True) == {
+        **changed, "wrong_rows": [1, 2, 7], "right_rows": [5]}
     assert reproduce.sign_test(5, 1) == pytest.approx(14 / 64) and reproduce.sign_test(4, 0) == 0.125
     assert reproduce.sign_test(0, 0) == 1.0 and reproduce.sign_test(2, 2) == 1.0
     assert reproduce.changed_rows(str(tmp_path / "base.json"), str(tmp_path / "missing.json")) is None
@@ -363,6 +365,74 @@ def test_train_iter_prune_fp32_runs_pruning_alone_and_infers_without_int8(reprod
     assert train_iter.run_name("distill_qat", 60) == "distill_qat_60_lr1e-05"  # the reproduction's override
 
 
+def test_train_iter_seeds_draw_other_batches_and_count_the_rows_each_changed(reproduce, tmp_path, monkeypatch):
+    train_iter = load_benchmark("train_iter")
+    sets = []
+
+    def compress(config, base, out, extra):
+        sets.append(extra[1::2])
+        return {"metrics_before": {"headline": 0.5}, "strategies": ["qat_dis"], "compress_seconds": 1.0,
+                "peak_rss_mb": 1.0, "config": {"QuantAware": {}}}
+
+    def predictions(folder, prediction):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "predictions.json"), "w") as f:
+            json.dump({"dev": {"prediction": prediction, "label": [1, 0, 0, 1]}}, f)
+
+    def run_infer(task, model_dir, infer_args, save_dir):  # the fp32 model: right, right, wrong, wrong
+        predictions(save_dir, [1, 0, 1, 0] if save_dir.endswith("base") else [1, 1, 0, 0])
+        return {"metrics": {"headline": 0.5}}
+
+    def prepare_base(task, args):
+        os.makedirs(tmp_path / task, exist_ok=True)
+        (tmp_path / task / "steps.json").write_text(json.dumps({"eval_converted": step({"headline": 0.5})}))
+        return "base"
+
+    monkeypatch.setattr(train_iter.reproduce, "compress", compress)
+    monkeypatch.setattr(train_iter.reproduce, "prepare_base", prepare_base)
+    monkeypatch.setattr(train_iter.common, "run_infer", run_infer)
+    measured = {}
+    monkeypatch.setattr(train_iter.common, "benchmark_main", lambda args, script, argv, measure, render: measure(
+        measured, lambda: None))
+    train_iter.main(["--task", "rte", "--train_iters", "60", "--strategies", "distill_qat", "--seeds", "2",
+                     "--work_dir", str(tmp_path)])
+    result = measured["runs"]["distill_qat_60_lr1e-05_seed2"]
+    assert os.path.isdir(tmp_path / "rte" / "train_iter" / "distill_qat_60_lr1e-05_seed2")
+    assert [s for s in sets[0] if s.startswith("Global.seed")] == ["Global.seed=2"]
+    # against the fp32 model's predictions: row 1 turned wrong, row 2 right
+    assert result["changed"] == {"rows": 4, "to_wrong": 1, "to_right": 1, "p": 1.0, "wrong_rows": [1],
+                                 "right_rows": [2]}
+    os.remove(tmp_path / "rte" / "train_iter" / "base" / "predictions.json")
+    train_iter.main(["--task", "rte", "--train_iters", "60", "--strategies", "distill_qat", "--seeds", "2",
+                     "--work_dir", str(tmp_path)])
+    assert len(sets) == 1 and measured["runs"]["distill_qat_60_lr1e-05_seed2"]["changed"] is None  # kept, not known
+
+    def run(seed, metric, to_wrong, to_right):
+        return {"strategy": "distill_qat", "train_iter": 60, "metrics": {"headline": metric},
+                "before": {"headline": 0.60}, "compress_seconds": 900.0, "sets": result["sets"][:-1] + [
+                    f"Global.seed={seed}"], "quant_aware": train_iter.qat_variants("rte")["distill_qat"],
+                "changed": {"rows": 277, "to_wrong": len(to_wrong), "to_right": len(to_right), "p": 0.5,
+                            "wrong_rows": to_wrong, "right_rows": to_right}}
+
+    # rows 7 and 9 change in two seeds of three (7 was right in fp32, 9 wrong), 1 and 2 in one each
+    runs = {"task": "rte", "metric": "acc", "runs": {"s1": run(1, 0.61, [], [9]), "s0": run(0, 0.58, [7, 1], [9]),
+                                                    "s2": run(2, 0.60, [7], [2])}}
+    text = train_iter.render({**results_of(), **runs})
+    assert ("| train_iter | distill + QAT, lr 1e-05, seed 0 | distill + QAT, lr 1e-05, seed 1 | "
+            "distill + QAT, lr 1e-05, seed 2 |") in text
+    assert "| 60 | 58.00 (-2.00; 2 ✗ 1 ✓), 900 s | 61.00 (+1.00; 0 ✗ 1 ✓), 900 s | 60.00 (+0.00; 1 ✗ 1 ✓), 900 s |" in text
+    mean = ("- distill + QAT, lr 1e-05, 60 steps, over 3 seeds: mean change -0.33, from -2.00 to +1.00; 4 dev rows "
+            "changed in some seed; the 2 that changed in most seeds: 1 right in fp32, 1 wrong")
+    assert text.count(mean) == 1
+    # the README's short table: a row per seed, then their mean
+    assert train_iter.summary(runs).splitlines()[2:] == [
+        "| distill + QAT, lr 1e-05, seed 0 | 60 | 58.00 (-2.00; 2 ✗ 1 ✓) |",
+        "| distill + QAT, lr 1e-05, seed 1 | 60 | 61.00 (+1.00; 0 ✗ 1 ✓) |",
+        "| distill + QAT, lr 1e-05, seed 2 | 60 | 60.00 (+0.00; 1 ✗ 1 ✓) |", "", mean]
+    del runs["runs"]["s2"]["changed"]["wrong_rows"]  # a run from before the rows were kept: counts only
+    assert train_iter.summary(runs).endswith("from -2.00 to +1.00")
+
+
 def test_train_iter_runs_again_on_another_base(reproduce, tmp_path, monkeypatch):
     """A finished train_iter run is kept while the base model it compressed stays the same, not after the task's
     fine-tuning changed."""
@@ -376,15 +446,16 @@ def test_train_iter_runs_again_on_another_base(reproduce, tmp_path, monkeypatch)
 
     monkeypatch.setattr(train_iter.reproduce, "prepare_base", prepare_base)
     monkeypatch.setattr(train_iter, "run_one", lambda *a: ran.append(a[1:3]) or {"metrics": {"headline": 0.79}})
+    monkeypatch.setattr(train_iter.common, "run_infer", lambda *a: ran.append("fp32") or {"metrics": {"headline": 0.8}})
     monkeypatch.setattr(train_iter.common, "benchmark_main", lambda args, script, argv, measure, render: measure(
         {}, lambda: None))
     argv = ["--task", "rte", "--train_iters", "60", "--strategies", "prune_fp32", "--work_dir", str(tmp_path)]
     train_iter.main(argv)
     train_iter.main(argv)
-    assert ran == [("prune_fp32", 60)]
+    assert ran == ["fp32", ("prune_fp32", 60)]  # the fp32 model's predictions too, once per base
     monkeypatch.setitem(train_iter.reproduce.FINETUNE, "rte", ["--epochs", "9"])
     train_iter.main(argv)
-    assert ran == [("prune_fp32", 60)] * 2
+    assert ran == ["fp32", ("prune_fp32", 60)] * 2
 
 
 @pytest.mark.parametrize("script", ["reproduce.py", "ptq_diagnostic.py", "train_iter.py", "finetune.py",
