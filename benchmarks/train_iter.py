@@ -5,8 +5,8 @@
         distill_qat_unsmoothed distill_qat_head_fp32 distill_qat_no_pact --save_dir benchmarks/train_iter/sts-b
     python benchmarks/train_iter.py --data_dir $GLUE_DIR --task sst-2 --train_iters 60 --strategies prune_fp32 \
         --learning_rates 2e-5 1e-4 --save_dir benchmarks/train_iter/sst-2
-    python benchmarks/train_iter.py --data_dir $GLUE_DIR --task rte --train_iters 60 --strategies distill_qat \
-        --seeds 0 1 2 --save_dir benchmarks/train_iter/rte_seeds
+    python benchmarks/train_iter.py --data_dir $GLUE_DIR --task rte --train_iters 60 120 --strategies distill_qat \
+        --seeds 0 1 2 3 4 --save_dir benchmarks/train_iter/rte_seeds
     python benchmarks/train_iter.py --render_only        # RESULTS.md from results.json
 
 On the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work folder, so a task
@@ -226,10 +226,11 @@ def seed_lines(results, runs):
 
 
 def summary(results):
-    """The README's short table: each run's dev metric and its change, a row per column and step count."""
+    """The README's short table: each run's dev metric and its change, a row per column and step count (a
+    strategy's seeds together at each step count)."""
     variants = qat_variants(results["task"])
     runs = sorted(((column(r, variants, results["task"]), r) for r in results["runs"].values()),
-                  key=lambda kr: (ordered(kr[0]), kr[1]["train_iter"]))
+                  key=lambda kr: (ordered(kr[0])[:2], kr[1]["train_iter"], ordered(kr[0])[2:]))
     base = base_metric(results, runs[0][1])
     lines = [f"| {results['task']}, deployed with `--int8` | train_iter | {results['metric']} "
              f"(fp32 {100 * base:.2f}) |", "|---|---|---|"]
@@ -272,7 +273,7 @@ def main(argv=None):
         data = ["--data_dir", args.data_dir] if args.data_dir else []
         done = reproduce.Steps(os.path.join(work, "train_iter.json"))
         model = reproduce.digest(reproduce.base_inputs(args.task))
-        # the fp32 model's predictions, which each run's changed dev rows are counted against (run_one)
+        # the fp32 model's predictions, which each run's changed dev rows are counted against (below)
         done.run("infer_base", lambda: common.run_infer(
             args.task, base, ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data,
             run_folder(work, "base"))["metrics"], {"model": model})

@@ -431,6 +431,10 @@ def test_train_iter_seeds_draw_other_batches_and_count_the_rows_each_changed(rep
         "| distill + QAT, lr 1e-05, seed 2 | 60 | 60.00 (+0.00; 1 ✗ 1 ✓) |", "", mean]
     del runs["runs"]["s2"]["changed"]["wrong_rows"]  # a run from before the rows were kept: counts only
     assert train_iter.summary(runs).endswith("from -2.00 to +1.00")
+    runs["runs"]["s0_120"] = {**run(0, 0.59, [], []), "train_iter": 120}  # after every seed at 60 steps
+    assert [line.split(" | ")[:2] for line in train_iter.summary(runs).splitlines()[2:6]] == [
+        ["| distill + QAT, lr 1e-05, seed 0", "60"], ["| distill + QAT, lr 1e-05, seed 1", "60"],
+        ["| distill + QAT, lr 1e-05, seed 2", "60"], ["| distill + QAT, lr 1e-05, seed 0", "120"]]
 
 
 def test_train_iter_runs_again_on_another_base(reproduce, tmp_path, monkeypatch):
