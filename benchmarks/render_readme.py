@@ -3,11 +3,9 @@
     python benchmarks/render_readme.py
 
 Each `<!-- results:NAME -->` ... `<!-- /results:NAME -->` block of README.md is replaced by the
-short table rendered from benchmarks/NAME/results.json (NAME: reproduce, reproduce/avx2,
-reproduce/prune_lr1e-4, reproduce/longer_finetune, latency, latency/avx2, ptq_diagnostic, ptq_diagnostic/padding,
-ptq_diagnostic/calibration_draws, ptq_diagnostic/rte_draws, train_iter/sts-b, train_iter/cola,
-train_iter/rte_seeds); a NAME#tasks block (reproduce,
-reproduce/avx2) gets the table per task from the same file. The full tables are in each benchmark's RESULTS.md.
+short table rendered from benchmarks/NAME/results.json (NAME: a key of RENDERERS); a NAME#tasks
+block gets a second table (for reproduce: the table per task) from the same file. The full tables are
+in each benchmark's RESULTS.md.
 """
 import argparse
 import functools

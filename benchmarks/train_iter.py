@@ -71,21 +71,16 @@ def qat_variants(task):
             for key, (strategy, _, values, _) in STRATEGIES.items() if strategy == "distill_qat"}
 
 
-def learning_rate(sets):
-    """The TrainConfig.learning_rate among --set overrides; None: the config's."""
-    return next((float(s[len(LR_SET):]) for s in sets if s.startswith(LR_SET)), None)
-
-
-def seed_of(sets):
-    """The Global.seed among --set overrides; None: the config's."""
-    return next((int(s[len(SEED_SET):]) for s in sets if s.startswith(SEED_SET)), None)
+def set_value(sets, prefix, kind):
+    """The value of the --set override starting with `prefix` (LR_SET, SEED_SET) as `kind`; None: the config's."""
+    return next((kind(s[len(prefix):]) for s in sets if s.startswith(prefix)), None)
 
 
 def run_name(key, train_iter, lr=None, seed=None):
     """A run's name among the finished steps: the strategy and step count, the learning rate it trains
     at where an override sets it (`lr`, else the reproduction's), and the seed where one is given."""
     if lr is None:
-        lr = learning_rate(reproduce.STRATEGIES[STRATEGIES[key][0]]["set"])
+        lr = set_value(reproduce.STRATEGIES[STRATEGIES[key][0]]["set"], LR_SET, float)
     return f"{key}_{train_iter}" + ("" if lr is None else f"_lr{lr:g}") + ("" if seed is None else f"_seed{seed}")
 
 
@@ -129,7 +124,7 @@ def column(run, variants, task):
     QuantAware, with the pooler and classifier fp32 where they record skip_head true; runs from before
     skip_attention was recorded trained attention fake-quantized); the learning rate
     its --set overrides gave it, else its config's; the Global.seed they gave it, else None."""
-    lr, seed = learning_rate(run.get("sets", [])), seed_of(run.get("sets", []))
+    lr, seed = set_value(run.get("sets", []), LR_SET, float), set_value(run.get("sets", []), SEED_SET, int)
     if lr is None:
         lr = reproduce.shipped_config(task, STRATEGIES[run["strategy"]][0])["TrainConfig"]["learning_rate"]
     if not run["strategy"].startswith("distill_qat"):
@@ -279,9 +274,9 @@ def main(argv=None):
             run_folder(work, "base"))["metrics"], {"model": model})
         for steps in sorted(args.train_iters):  # every strategy at a count before the next, longer count
             for key in args.strategies:
+                config = reproduce.config_digest(reproduce.shipped_path(args.task, STRATEGIES[key][0]))
                 for lr, seed in itertools.product(args.learning_rates, args.seeds):
                     name = run_name(key, steps, lr, seed)
-                    config = reproduce.config_digest(reproduce.shipped_path(args.task, STRATEGIES[key][0]))
                     results["runs"][name] = {"strategy": key, "train_iter": steps, **done.run(
                         name, lambda: run_one(args.task, key, steps, base, work, data, lr, seed),
                         {"model": model, "config": config})}
