@@ -192,8 +192,9 @@ def render(results):
 
 def seed_lines(results, runs):
     """Where a strategy ran with more than one seed at a step count: the mean and range of its change, and
-    (where each run's changed rows are known) how many dev rows changed in any seed, and of those that
-    changed in most seeds, how many the fp32 model had right: the rows whose flip recurs, and which way.
+    (where each run's changed rows are known) how many dev rows a seed changed on average, how many changed
+    in any seed, and of those that changed in most seeds, how many the fp32 model had right: the rows whose
+    flip recurs, and which way.
 
     Args:
         runs: (column, run) pairs.
@@ -209,12 +210,15 @@ def seed_lines(results, runs):
         d = [run["metrics"]["headline"] - base_metric(results, run) for run in group]
         line = (f"- {label((key, lr, None))}, {steps} steps, over {len(d)} seeds: mean change "
                 f"{100 * sum(d) / len(d):+.2f}, from {100 * min(d):+.2f} to {100 * max(d):+.2f}")
+        if all(run.get("changed") for run in group):
+            rows = sum(run["changed"]["to_wrong"] + run["changed"]["to_right"] for run in group) / len(group)
+            line += f"; dev rows changed: {rows:.1f} per seed on average"
         if all("wrong_rows" in (run.get("changed") or {}) for run in group):
             turned = collections.Counter(i for run in group for i in run["changed"]["wrong_rows"]
                                          + run["changed"]["right_rows"])
             right = {i for run in group for i in run["changed"]["wrong_rows"]}  # right in fp32
             most = [i for i, n in turned.items() if 2 * n > len(group)]
-            line += (f"; {len(turned)} dev rows changed in some seed; the {len(most)} that changed in most seeds: "
+            line += (f", {len(turned)} in some seed; the {len(most)} that changed in most seeds: "
                      f"{sum(i in right for i in most)} right in fp32, {sum(i not in right for i in most)} wrong")
         lines.append(line)
     return [""] + lines if lines else []

@@ -421,8 +421,9 @@ def test_train_iter_seeds_draw_other_batches_and_count_the_rows_each_changed(rep
     assert ("| train_iter | distill + QAT, lr 1e-05, seed 0 | distill + QAT, lr 1e-05, seed 1 | "
             "distill + QAT, lr 1e-05, seed 2 |") in text
     assert "| 60 | 58.00 (-2.00; 2 ✗ 1 ✓), 900 s | 61.00 (+1.00; 0 ✗ 1 ✓), 900 s | 60.00 (+0.00; 1 ✗ 1 ✓), 900 s |" in text
-    mean = ("- distill + QAT, lr 1e-05, 60 steps, over 3 seeds: mean change -0.33, from -2.00 to +1.00; 4 dev rows "
-            "changed in some seed; the 2 that changed in most seeds: 1 right in fp32, 1 wrong")
+    mean = ("- distill + QAT, lr 1e-05, 60 steps, over 3 seeds: mean change -0.33, from -2.00 to +1.00; dev rows "
+            "changed: 2.0 per seed on average, 4 in some seed; the 2 that changed in most seeds: 1 right in fp32, "
+            "1 wrong")
     assert text.count(mean) == 1
     # the README's short table: a row per seed, then their mean
     assert train_iter.summary(runs).splitlines()[2:] == [
@@ -430,7 +431,7 @@ def test_train_iter_seeds_draw_other_batches_and_count_the_rows_each_changed(rep
         "| distill + QAT, lr 1e-05, seed 1 | 60 | 61.00 (+1.00; 0 ✗ 1 ✓) |",
         "| distill + QAT, lr 1e-05, seed 2 | 60 | 60.00 (+0.00; 1 ✗ 1 ✓) |", "", mean]
     del runs["runs"]["s2"]["changed"]["wrong_rows"]  # a run from before the rows were kept: counts only
-    assert train_iter.summary(runs).endswith("from -2.00 to +1.00")
+    assert train_iter.summary(runs).endswith("from -2.00 to +1.00; dev rows changed: 2.0 per seed on average")
     runs["runs"]["s0_120"] = {**run(0, 0.59, [], []), "train_iter": 120}  # after every seed at 60 steps
     assert [line.split(" | ")[:2] for line in train_iter.summary(runs).splitlines()[2:6]] == [
         ["| distill + QAT, lr 1e-05, seed 0", "60"], ["| distill + QAT, lr 1e-05, seed 1", "60"],
