@@ -171,8 +171,9 @@ def render(results):
                                                                   "batches." if any(k[2] is not None for k in keys)
                                                                   else "") +
              " A training keeps the best of PaddleSlim's evaluations (on the dev split, or its Global.eval_samples "
-             "rows), at half and at all of its steps, not necessarily its last model. The prune + PTQ rows run without the hyper-parameter search "
-             "(QuantPost as configured), so only the training changes. One run per cell: differences of a few tenths of a point may be noise.", "",
+             "rows), at half and at all of its steps, not necessarily its last model. The prune + PTQ rows run "
+             "without the hyper-parameter search (QuantPost as configured), so only the training changes. One run "
+             "per cell: differences of a few tenths of a point may be noise.", "",
              "| train_iter | " + " | ".join(label(k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for steps in sorted({r["train_iter"] for r in runs.values()}):
         cells = []
