@@ -162,18 +162,16 @@ def render(results):
     variants = qat_variants(results["task"])
     cell = {(column(r, variants, results["task"]), r["train_iter"]): r for r in runs.values()}
     keys = sorted({c for c, _ in cell}, key=ordered)
+    rows = ", the dev rows it turned wrong ✗ and right ✓" if any(r.get("changed") for r in runs.values()) else ""
+    seeds = " A seed is Global.seed, which draws the training batches." if any(k[2] is not None for k in keys) else ""
     lines = ["# Distillation: dev metric against training steps", "", common.provenance(results), "",
              f"Task {results['task']} ({results['metric']}), MiniLM fine-tuned and converted as in "
              "benchmarks/reproduce.py, batch 32. Each cell: dev metric on the whole dev split as `infer.py --int8` "
              "deploys the compressed model (the fp32 column: `infer.py` without it), its change against the fp32 "
-             "model" + (", the dev rows it turned wrong ✗ and right ✓" if any(r.get("changed") for r in runs.values())
-                        else "") + ", and run.py's wall time." + (" A seed is Global.seed, which draws the training "
-                                                                  "batches." if any(k[2] is not None for k in keys)
-                                                                  else "") +
-             " A training keeps the best of PaddleSlim's evaluations (on the dev split, or its Global.eval_samples "
-             "rows), at half and at all of its steps, not necessarily its last model. The prune + PTQ rows run "
-             "without the hyper-parameter search (QuantPost as configured), so only the training changes. One run "
-             "per cell: differences of a few tenths of a point may be noise.", "",
+             f"model{rows}, and run.py's wall time.{seeds} A training keeps the best of PaddleSlim's evaluations (on "
+             "the dev split, or its Global.eval_samples rows), at half and at all of its steps, not necessarily its "
+             "last model. The prune + PTQ rows run without the hyper-parameter search (QuantPost as configured), so "
+             "only the training changes. One run per cell: differences of a few tenths of a point may be noise.", "",
              "| train_iter | " + " | ".join(label(k) for k in keys) + " |", "|---|" + "---|" * len(keys)]
     for steps in sorted({r["train_iter"] for r in runs.values()}):
         cells = []
@@ -215,13 +213,13 @@ def seed_lines(results, runs):
         if all(run.get("changed") for run in group):
             rows = sum(run["changed"]["to_wrong"] + run["changed"]["to_right"] for run in group) / len(group)
             line += f"; dev rows changed: {rows:.1f} per seed on average"
-        if all("wrong_rows" in (run.get("changed") or {}) for run in group):
-            turned = collections.Counter(i for run in group for i in run["changed"]["wrong_rows"]
-                                         + run["changed"]["right_rows"])
-            right = {i for run in group for i in run["changed"]["wrong_rows"]}  # right in fp32
-            most = [i for i, n in turned.items() if 2 * n > len(group)]
-            line += (f", {len(turned)} in some seed; the {len(most)} that changed in most seeds: "
-                     f"{sum(i in right for i in most)} right in fp32, {sum(i not in right for i in most)} wrong")
+            if all("wrong_rows" in run["changed"] for run in group):
+                turned = collections.Counter(i for run in group for i in run["changed"]["wrong_rows"]
+                                             + run["changed"]["right_rows"])
+                right = {i for run in group for i in run["changed"]["wrong_rows"]}  # right in fp32
+                most = [i for i, n in turned.items() if 2 * n > len(group)]
+                line += (f", {len(turned)} in some seed; the {len(most)} that changed in most seeds: "
+                         f"{sum(i in right for i in most)} right in fp32, {sum(i not in right for i in most)} wrong")
         lines.append(line)
     return [""] + lines if lines else []
 
