@@ -28,7 +28,7 @@ With --padding, in place of those: whether padding sets the ranges calibration a
 (each linear layer's input over real tokens against every position, padding included).
 
 With --draws, in place of those: the shipped config with each number of calibration batches
-(--batch_nums) and each Global.seed (--seeds, which draws other training batches): how far one
+(--batch_nums) and each Global.seed (--seeds, which draws other calibration batches): how far one
 draw moves the result, and whether more batches steady it.
 
 The dev metric of each is run.py's own after-metric, measured as `infer.py --int8` deploys the
@@ -362,7 +362,7 @@ def draws_table(tasks):
         return []
     seeds = sorted({seed for _, grid in grids for by_seed in grid.values() for seed in by_seed})
     lines = ["The config as shipped over calibration draws (`--draws`: the runs `N calibration batches, seed S`): "
-             "each `QuantPost.batch_nums`, and each `Global.seed`, which draws other training batches; change "
+             "each `QuantPost.batch_nums`, and each `Global.seed`, which draws other calibration batches; change "
              "against fp32 in points, as `infer.py --int8` deploys the model.", "",
              "| task | calibration batches | " + " | ".join(f"seed {s}" for s in seeds) +
              " | mean | worst | wall s (mean) |", "|---|---|" + "---|" * (len(seeds) + 3)]
