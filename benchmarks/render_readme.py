@@ -22,6 +22,7 @@ import common  # noqa: E402  (puts the repository root on sys.path, loads the sy
 import bench_latency  # noqa: E402
 import ptq_diagnostic  # noqa: E402
 import reproduce  # noqa: E402
+import smooth_alpha  # noqa: E402
 import train_iter  # noqa: E402
 
 # results folder under benchmarks/ (then #table, for a second table from the same folder) -> its renderer
@@ -36,7 +37,7 @@ RENDERERS = {"reproduce": reproduce.headline, "reproduce#tasks": reproduce.task_
              "ptq_diagnostic/calibration_draws": ptq_diagnostic.draws_summary,
              "ptq_diagnostic/rte_draws": functools.partial(ptq_diagnostic.draws_summary, folder="ptq_diagnostic/rte_draws"),
              "train_iter/sts-b": train_iter.summary, "train_iter/cola": train_iter.summary,
-             "train_iter/rte_seeds": train_iter.summary}
+             "train_iter/rte_seeds": train_iter.summary, "smooth_alpha": smooth_alpha.summary}
 
 
 def results_file(name):

@@ -14,13 +14,15 @@ and the strongest peer's own post-training int8 of the same fine-tuned model (Op
 benchmarks/latency/peer.py), scored on the same dev set.
 
 Resumable: every finished step is recorded in <work_dir>/<task>/steps.json with what it depends on
-(the fine-tuning arguments, the config and overrides, the model it reads) and not redone while
-those stay the same; a step whose inputs changed runs again, and so does every step after it. A
-change of the scripts' code is not seen: give such a run a fresh --work_dir. A log
-per task goes to <work_dir>/<task>/reproduce.log. Results: benchmarks/reproduce/results.json and
-RESULTS.md (the README's tables are rendered from them). A run replaces the rows of the tasks it
-ran and keeps the others from the results.json already in --save_dir, each row with the run (command,
-machine, versions, settings) it came from: the eight tasks can be run a few at a time, on other days.
+(the fine-tuning arguments, the config and overrides, the model it reads) and not redone while those
+stay the same; a step whose inputs changed runs again, and so does every step after it (a
+compression whose config file changed but whose effective config, the overrides applied, did not is
+kept: keep_same_compression). A change of the scripts' code is not seen: give such a run a fresh
+--work_dir. A log per task goes to <work_dir>/<task>/reproduce.log. Results:
+benchmarks/reproduce/results.json and RESULTS.md (the README's tables are rendered from them). A run
+replaces the rows of the tasks it ran and keeps the others from the results.json already in
+--save_dir, each row with the run (command, machine, versions, settings) it came from: the eight
+tasks can be run a few at a time, on other days.
 """
 import argparse
 import hashlib
@@ -121,6 +123,24 @@ class Steps:
         logger.info("%s: done in %.0f s", name, self.done[name]["seconds"])
         return result
 
+    def rekey(self, name, inputs):
+        """Record finished step `name` under new inputs that say the same in another form; every step that named
+        the model it made (the digest of its old inputs) names the new digest, so none of them runs again either."""
+        old, new = digest(self.done[name]["inputs"]), digest(inputs)
+
+        def swap(value):
+            if isinstance(value, dict):
+                return {k: swap(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [swap(v) for v in value]
+            return new if value == old else value
+
+        for step in self.done.values():
+            if "inputs" in step:
+                step["inputs"] = swap(step["inputs"])
+        self.done[name]["inputs"] = json.loads(json.dumps(inputs))
+        cli.write_json(self.path, self.done)
+
 
 def shipped_path(task, key):
     """The config file a strategy runs, as configs/ ships it for the task."""
@@ -139,11 +159,12 @@ def base_inputs(task):
     return {"finetune": FINETUNE[task], "seq": SEQ}
 
 
-def strategy_config(task, key, work_dir, train_iter, drop=()):
+def strategy_config(task, key, work_dir, train_iter, drop=(), extra=()):
     """The shipped config of the strategy, minus the sections it and `drop` leave out, in work_dir.
 
     Returns:
-        (config path, --set overrides: batch 32, the task's dev sample, no origin_metric check, train_iter steps)
+        (config path, --set overrides: batch 32, the strategy's own, the task's dev sample, no origin_metric
+         check, train_iter steps, then `extra`)
     """
     import yaml
 
@@ -160,13 +181,30 @@ def strategy_config(task, key, work_dir, train_iter, drop=()):
     if "TrainConfig" in config:
         sets += ["TrainConfig.origin_metric=null", "TrainConfig.epochs=null", f"TrainConfig.train_iter={train_iter}",
                  f"TrainConfig.eval_iter={max(1, train_iter // 2)}"]
-    return path, sets
+    return path, sets + list(extra)
 
 
 def config_digest(path):
     """digest() of a config file's text."""
     with open(path, encoding="utf-8") as f:
         return digest(f.read())
+
+
+def keep_same_compression(steps, name, inputs, config, sets, base, data_dir):
+    """A compression done before with other inputs is kept, not run again, when it compressed the same base model
+    with the very config run.py would run now (the file with the --set overrides applied, as its results.json
+    records it): the shipped config changed in form only, e.g. an override moved into it. Its steps are
+    recorded under `inputs` (Steps.rekey)."""
+    import run
+
+    found = steps.done.get(name)
+    if found is None or steps.is_done(name, inputs) or "config" not in found["result"] or \
+            (found.get("inputs") or {}).get("model") != inputs["model"]:
+        return
+    gcfg, sections = run.load_config(config, model_dir=base, data_dir=data_dir, overrides=sets)
+    if found["result"]["config"] == json.loads(json.dumps({"Global": gcfg, **sections})):
+        logger.info("%s: done before with the same base model and effective config, kept", name)
+        steps.rekey(name, inputs)
 
 
 def prepare_base(task, args):
@@ -247,8 +285,9 @@ def run_task(task, args):
         models = {"base": (base, [], base_model)}
         for key in args.strategies:
             out = os.path.join(work, key)
-            config, sets = strategy_config(task, key, work, train_iter_of(key, vars(args)))
+            config, sets = strategy_config(task, key, work, train_iter_of(key, vars(args)), extra=args.set[key])
             inputs = {"model": base_model, "config": config_digest(config), "sets": sets}
+            keep_same_compression(steps, f"compress_{key}", inputs, config, sets, base, args.data_dir)
             steps.run(f"compress_{key}", lambda: compress(config, base, out, data + [a for s in sets for a in ("--set", s)]),
                       inputs)
             models[key] = (out, ["--int8"], digest(inputs))
@@ -266,8 +305,9 @@ def run_task(task, args):
         if "ptq" in args.strategies:  # PTQ's spread over calibration draws (seed 0 is the run above)
             for seed in args.ptq_seeds:
                 key, out = f"ptq_seed{seed}", os.path.join(work, f"ptq_seed{seed}")
-                config, sets = strategy_config(task, "ptq", work, args.train_iter)
+                config, sets = strategy_config(task, "ptq", work, args.train_iter, extra=args.set["ptq"])
                 inputs = {"model": base_model, "config": config_digest(config), "sets": sets + [f"Global.seed={seed}"]}
+                keep_same_compression(steps, f"compress_{key}", inputs, config, inputs["sets"], base, args.data_dir)
                 steps.run(f"compress_{key}", lambda: compress(
                     config, base, out, data + [a for s in inputs["sets"] for a in ("--set", s)]), inputs)
                 steps.run(f"infer_{key}", lambda: common.run_infer(
@@ -749,6 +789,10 @@ def parse_args(argv=None):
     parser.add_argument("--ptq_seeds", type=int, nargs="*", default=[1, 2],
                         help="PTQ alone again with these Global.seed values (other calibration batches), dev metric "
                              "only: the spread of one run's result (default: %(default)s; none: --ptq_seeds)")
+    parser.add_argument("--set", action="append", default=[], metavar="STRATEGY:SECTION.KEY=VALUE",
+                        help="one more override of one strategy's shipped config, as run.py --set takes it, e.g. "
+                             "ptq:QuantPost.smooth_alpha=0.9 (repeatable; the report lists it with the strategy's "
+                             "other overrides)")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--perf_steps", type=int, nargs="+", default=[100, 20])
     parser.add_argument("--perf_rounds", type=int, default=3,
@@ -759,6 +803,13 @@ def parse_args(argv=None):
         parser.error("--perf_steps needs one count per --batch_sizes entry")
     if min(args.train_iter, args.prune_train_iter, args.perf_rounds) < 1:
         parser.error("--train_iter, --prune_train_iter and --perf_rounds must be 1 or more")
+    sets = {key: [] for key in STRATEGIES}
+    for value in args.set:
+        key, _, override = value.partition(":")
+        if key not in sets or "=" not in override or "." not in override.split("=")[0]:
+            parser.error(f"--set {value!r}: give STRATEGY:SECTION.KEY=VALUE, STRATEGY one of {', '.join(sets)}")
+        sets[key].append(override)
+    args.set = sets
     return args
 
 
@@ -773,7 +824,8 @@ def main(argv=None):
         results.update(settings={"seq": SEQ, "train_iter": args.train_iter, "prune_train_iter": args.prune_train_iter,
                                  "finetune": FINETUNE, "ptq_seeds": args.ptq_seeds,
                                  "compression_eval_samples": EVAL_SAMPLES,
-                                 "strategies": {k: STRATEGIES[k] for k in args.strategies}})
+                                 "strategies": {k: {**STRATEGIES[k], "set": STRATEGIES[k]["set"] + args.set[k]}
+                                                for k in args.strategies}})
         rows, run = [], run_of(results)
         for task in tqdm(args.tasks, desc="tasks"):
             rows.append(summarize(task, run_task(task, args), os.path.join(args.work_dir, task)))

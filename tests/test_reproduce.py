@@ -5,7 +5,7 @@ import os
 import pytest
 
 import cli  # noqa: F401  (loads the system zlib before anything imports paddle)
-from conftest import load_benchmark
+from conftest import SEQ, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -476,6 +476,13 @@ def test_benchmark_help(script):
     assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-2000:]
 
 
+@pytest.mark.parametrize("value", ["qat:QuantAware.smooth_alpha=0.9", "ptq:smooth_alpha=0.9", "ptq:QuantPost.algo"])
+def test_set_names_a_strategy_and_a_section_key(reproduce, capsys, value):
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--set", value])
+    assert "give STRATEGY:SECTION.KEY=VALUE, STRATEGY one of prune_ptq, distill_qat, ptq" in capsys.readouterr().err
+
+
 def test_task_flag_keeps_the_helpful_message(reproduce, capsys):
     with pytest.raises(SystemExit):
         reproduce.parse_args(["--tasks", "wnli"])
@@ -571,7 +578,8 @@ def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, 
     monkeypatch.setattr(reproduce.common, "run_peer", lambda *a, **k: calls.append("peer") or {"metrics": {}})
     os.makedirs(tmp_path / "rte")
     args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, strategies=["ptq", "prune_ptq"], train_iter=60,
-                           batch_sizes=[32], perf_steps=[5], perf_rounds=1, ptq_seeds=[])
+                           batch_sizes=[32], perf_steps=[5], perf_rounds=1, ptq_seeds=[],
+                           set={"ptq": [], "prune_ptq": [], "distill_qat": []})
 
     first = reproduce.run_task("rte", args)
     assert calls[:3] == ["finetune", "convert", "eval_converted"] and "peer" in calls
@@ -599,6 +607,12 @@ def test_a_step_runs_again_when_what_it_depends_on_changed(reproduce, tmp_path, 
     calls.clear()  # --prune_train_iter 120 (QAT's 60): the pruned model trained 120 steps is the one found
     reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["prune_ptq"], "prune_train_iter": 120}))
     assert calls == []
+    # --set ptq:...: that strategy's compression runs again with the override last, and its scoring
+    extra = reproduce.parse_args(["--set", "ptq:QuantPost.smooth_alpha=0.9"]).set
+    assert extra == {"ptq": ["QuantPost.smooth_alpha=0.9"], "prune_ptq": [], "distill_qat": []}
+    again = reproduce.run_task("rte", SimpleNamespace(**{**vars(args), "strategies": ["ptq"], "set": extra}))
+    assert calls[:2] == [("compress", "ptq", []), ("infer", "ptq", False)]
+    assert again["compress_ptq"]["inputs"]["sets"][-1] == "QuantPost.smooth_alpha=0.9"
 
 
 def test_latency_window_times_the_models_in_turn_and_keeps_the_median_round(reproduce, monkeypatch):
@@ -648,3 +662,44 @@ def test_run_script_measures_the_scripts_own_peak_memory(tmp_path):
     script.write_text("import sys\nsys.exit(3)\n")
     with pytest.raises(RuntimeError, match="exit 3"):
         common.run_script([str(script), "--save_dir", str(tmp_path / "out2")], str(tmp_path / "log2"))
+
+
+def test_a_compression_whose_config_changed_in_form_only_is_kept(reproduce, trace_model, tmp_path):
+    """An override moved into the config file: the compression done before ran the very config run.py would run
+    now, so it and the steps that read its model are kept (recorded under the new inputs); another value, or
+    another base model, runs again."""
+    import yaml
+
+    import run
+
+    shipped = yaml.safe_load(open(os.path.join(reproduce.ROOT, "configs", "sst-2_ptq.yaml")))
+    shipped["Global"]["max_seq_length"] = SEQ  # the tiny model's traced length
+
+    def config_file(name, **quant_post):
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({**shipped, "QuantPost": {**shipped["QuantPost"], **quant_post}}))
+        return str(path)
+
+    old_sets = ["Global.batch_size=32", "QuantPost.algo=abs_max"]
+    old = {"model": "base-digest", "config": reproduce.config_digest(config_file("old.yaml")), "sets": old_sets}
+    steps = reproduce.Steps(str(tmp_path / "steps.json"))
+    gcfg, sections = run.load_config(str(tmp_path / "old.yaml"), model_dir=trace_model, data_dir=str(tmp_path),
+                                     overrides=old_sets)
+    steps.done = {"compress_ptq": {**step({"config": json.loads(json.dumps({"Global": gcfg, **sections}))}),
+                                   "inputs": old},
+                  "infer_ptq": {**step({}), "inputs": {"model": reproduce.digest(old)}},
+                  "latency": {**step({}), "inputs": {"models": {"base": "b", "ptq": reproduce.digest(old)}}}}
+    before = json.loads(json.dumps(steps.done))
+
+    def kept(config, sets, model="base-digest"):
+        inputs = {"model": model, "config": reproduce.config_digest(config), "sets": sets}
+        reproduce.keep_same_compression(steps, "compress_ptq", inputs, config, sets, trace_model, str(tmp_path))
+        return steps.is_done("compress_ptq", inputs), inputs
+
+    assert kept(config_file("other.yaml", algo="hist"), ["Global.batch_size=32"])[0] is False
+    assert kept(config_file("moved.yaml", algo="abs_max"), ["Global.batch_size=32"], model="another")[0] is False
+    assert steps.done == before  # neither touched the record
+    done, new = kept(config_file("moved.yaml", algo="abs_max"), ["Global.batch_size=32"])
+    assert done and steps.is_done("infer_ptq", {"model": reproduce.digest(new)})
+    assert steps.done["latency"]["inputs"] == {"models": {"base": "b", "ptq": reproduce.digest(new)}}
+    assert reproduce.Steps(str(tmp_path / "steps.json")).done == steps.done  # written to steps.json
