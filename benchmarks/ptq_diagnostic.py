@@ -29,7 +29,7 @@ With --padding, in place of those: whether padding sets the ranges calibration a
 
 With --draws, in place of those: the shipped config with each number of calibration batches
 (--batch_nums) and each Global.seed (--seeds, which draws other calibration batches): how far one
-draw moves the result, and whether more batches steady it.
+draw moves the result, and whether more batches steady it; --set adds an override to every draw.
 
 The dev metric of each is run.py's own after-metric, measured as `infer.py --int8` deploys the
 model (oneDNN int8 linear layers), on the whole dev split; a run finished before the fix for
@@ -134,10 +134,12 @@ def variants(model_file):
     return runs | CALIBRATION | only
 
 
-def draws(batch_nums, seeds):
-    """{name: run.py --set overrides}: the shipped config with each calibration batch count and each seed."""
-    return {f"{n} calibration batches, seed {seed}": [*CALIBRATION[SHIPPED], f"QuantPost.batch_nums={n}",
-                                                       f"Global.seed={seed}"] for n in batch_nums for seed in seeds}
+def draws(batch_nums, seeds, extra=()):
+    """{name: run.py --set overrides}: the shipped config, with `extra` (--set), with each calibration batch count
+    and each seed."""
+    named = "".join(f", {e}" for e in extra)
+    return {f"{n} calibration batches, seed {seed}{named}": [*CALIBRATION[SHIPPED], *extra, f"QuantPost.batch_nums={n}",
+                                                              f"Global.seed={seed}"] for n in batch_nums for seed in seeds}
 
 
 ACTIVATION_KINDS = {"layer_norm": "LayerNorm output", "reshape2": "attention context", "gelu": "GELU output"}
@@ -218,7 +220,7 @@ def run_task(task, args, save):
     done = reproduce.Steps(os.path.join(work, "ptq_diagnostic.json"))
     from tqdm import tqdm
 
-    runs = draws(args.batch_nums, args.seeds) if args.draws else variants(os.path.join(base, "model.pdmodel"))
+    runs = draws(args.batch_nums, args.seeds, args.set) if args.draws else variants(os.path.join(base, "model.pdmodel"))
     row = {"task": task, "metric": glue.headline_metric(task), "config": os.path.relpath(config, common.ROOT),
            "runs_planned": len(runs), "runs": {}}
     budget = args.max_new_runs
@@ -355,23 +357,27 @@ def draws_table(tasks):
         for run in row["runs"].values():
             sets = dict(s.split("=", 1) for s in run.get("sets", []))
             if "Global.seed" in sets:
-                grid.setdefault(int(sets["QuantPost.batch_nums"]), {})[int(sets["Global.seed"])] = run
+                extra = tuple(s for s in run["sets"] if s not in CALIBRATION[SHIPPED]  # --set
+                              and s.split("=")[0] not in ("QuantPost.batch_nums", "Global.seed"))
+                grid.setdefault((int(sets["QuantPost.batch_nums"]), extra), {})[int(sets["Global.seed"])] = run
         if grid:
             grids.append((row, grid))
     if not grids:
         return []
     seeds = sorted({seed for _, grid in grids for by_seed in grid.values() for seed in by_seed})
-    lines = ["The config as shipped over calibration draws (`--draws`: the runs `N calibration batches, seed S`): "
+    lines = ["The config as shipped (or with the `--set` overrides named beside the batch count) over calibration "
+             "draws (`--draws`: the runs `N calibration batches, seed S`): "
              "each `QuantPost.batch_nums`, and each `Global.seed`, which draws other calibration batches; change "
              "against fp32 in points, as `infer.py --int8` deploys the model.", "",
              "| task | calibration batches | " + " | ".join(f"seed {s}" for s in seeds) +
              " | mean | worst | wall s (mean) |", "|---|---|" + "---|" * (len(seeds) + 3)]
     for row, grid in grids:
         base = next(iter(row["runs"].values()))["before"]["headline"]
-        for n, by_seed in sorted(grid.items()):
+        for (n, extra), by_seed in sorted(grid.items()):
             changes = [100 * (run["metrics"]["headline"] - base) for run in by_seed.values()]
             size = next(iter(by_seed.values()))["quant_post"]["batch_size"]
-            lines.append(f"| {row['task']} {row['metric']} (fp32 {100 * base:.2f}) | {n} × {size} rows | " + " | ".join(
+            calibration = f"{n} × {size} rows" + "".join(f", `{e}`" for e in extra)
+            lines.append(f"| {row['task']} {row['metric']} (fp32 {100 * base:.2f}) | {calibration} | " + " | ".join(
                 f"{100 * (by_seed[s]['metrics']['headline'] - base):+.2f}" if s in by_seed else "–" for s in seeds)
                 + f" | {sum(changes) / len(changes):+.2f} | {min(changes):+.2f} | "
                 f"{sum(r['seconds'] for r in by_seed.values()) / len(by_seed):.0f} |")
@@ -446,6 +452,9 @@ def parse_args(argv=None):
                         help="with --draws: QuantPost.batch_nums values (default: %(default)s)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="with --draws: Global.seed values (default: %(default)s)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="with --draws: one more run.py override of the shipped config in every draw, e.g. "
+                             "QuantPost.smooth_alpha=1.0 (repeatable; the table names it)")
     parser.add_argument("--bert_base", action="store_true",
                         help="also run PTQ of a BERT-base-sized model (random weights) for its peak memory")
     return parser.parse_args(argv)

@@ -1,5 +1,5 @@
-"""Which SmoothQuant alpha the PTQ configs ship, chosen without dev labels: the one whose int8 model
-follows the fp32 model most closely on training rows.
+"""Which SmoothQuant alpha post-training quantization should smooth with, chosen without dev labels: the
+one whose int8 model follows the fp32 model most closely on training rows.
 
     python benchmarks/smooth_alpha.py --data_dir $GLUE_DIR --tasks rte sst-2 --alphas 0.75 0.85 0.9 0.95
     python benchmarks/smooth_alpha.py --render_only        # RESULTS.md from results.json
@@ -12,7 +12,8 @@ seeded sample of training rows (their labels are not read): the root mean square
 logits' error against the fp32 logits (STS-B: of the score), and the rows whose predicted class
 changes. An alpha's score over the tasks is the geometric mean of its error relative to the first
 alpha's; the lowest wins. A task's training rows may include some of the 320 its calibration drew.
-Resumable: finished runs are kept in <work_dir>/<task>/smooth_alpha.json.
+Only then is the dev split read: each int8 model's dev metric through infer.py --int8 (the report's
+second table; not used for the choice). Resumable: finished runs are kept in <work_dir>/<task>/smooth_alpha.json.
 """
 import argparse
 import math

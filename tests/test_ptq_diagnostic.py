@@ -179,7 +179,7 @@ def test_draws_run_the_shipped_config_per_batch_count_and_seed(diagnostic, trace
     monkeypatch.setattr(diagnostic, "run_variant", run_variant)
     os.makedirs(tmp_path / "sst-2")
     args = SimpleNamespace(work_dir=str(tmp_path), data_dir=None, max_new_runs=None, draws=True,
-                           batch_nums=[40, 120], seeds=[0, 1, 2])
+                           batch_nums=[40, 120], seeds=[0, 1, 2], set=[])
     row = diagnostic.run_task("sst-2", args, lambda row: None)
     assert list(row["runs"]) == [f"{n} calibration batches, seed {s}" for n in (40, 120) for s in (0, 1, 2)]
     assert ran[4] == diagnostic.CALIBRATION[diagnostic.SHIPPED] + ["QuantPost.batch_nums=120", "Global.seed=1"]
@@ -190,6 +190,16 @@ def test_draws_run_the_shipped_config_per_batch_count_and_seed(diagnostic, trace
     assert "| sst-2 acc (fp32 80.00) | 120 × 8 rows | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in text
     assert "| sst-2 acc (fp32 80.00) | 120 × 8 rows | +0.00 | -0.33 | -0.67 | -0.33 | -0.67 | 220 |" in \
         diagnostic.draws_summary({"tasks": [row]})  # the README's
+    # --set: every draw with one more override, run apart from the shipped config's draws and named in the table
+    ran.clear()
+    args = SimpleNamespace(**{**vars(args), "batch_nums": [40], "set": ["QuantPost.smooth_alpha=1.0"]})
+    other = diagnostic.run_task("sst-2", args, lambda row: None)
+    assert list(other["runs"]) == [f"40 calibration batches, seed {s}, QuantPost.smooth_alpha=1.0" for s in (0, 1, 2)]
+    assert ran[1] == diagnostic.CALIBRATION[diagnostic.SHIPPED] + ["QuantPost.smooth_alpha=1.0",
+                                                                    "QuantPost.batch_nums=40", "Global.seed=1"]
+    both = diagnostic.draws_table([{**row, "runs": {**row["runs"], **other["runs"]}}])
+    assert "| sst-2 acc (fp32 80.00) | 40 × 8 rows, `QuantPost.smooth_alpha=1.0` | +0.00 | -1.00 | -2.00 |" in \
+        "\n".join(both) and "| sst-2 acc (fp32 80.00) | 40 × 8 rows | +0.00 | -1.00 | -2.00 |" in "\n".join(both)
 
 
 def test_padding_ranges_compare_real_tokens_with_every_position(diagnostic, trace_model, tmp_path):
