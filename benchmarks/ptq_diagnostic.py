@@ -138,8 +138,9 @@ def draws(batch_nums, seeds, extra=()):
     """{name: run.py --set overrides}: the shipped config, with `extra` (--set), with each calibration batch count
     and each seed."""
     named = "".join(f", {e}" for e in extra)
-    return {f"{n} calibration batches, seed {seed}{named}": [*CALIBRATION[SHIPPED], *extra, f"QuantPost.batch_nums={n}",
-                                                              f"Global.seed={seed}"] for n in batch_nums for seed in seeds}
+    return {f"{n} calibration batches, seed {seed}{named}":
+            [*CALIBRATION[SHIPPED], *extra, f"QuantPost.batch_nums={n}", f"Global.seed={seed}"]
+            for n in batch_nums for seed in seeds}
 
 
 ACTIVATION_KINDS = {"layer_norm": "LayerNorm output", "reshape2": "attention context", "gelu": "GELU output"}

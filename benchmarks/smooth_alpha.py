@@ -54,8 +54,9 @@ def logits(model_dir, feeds):
     return np.concatenate([predict(f) for f in feeds]), path["precision"]
 
 
-def run_task(task, args, save):
-    """Every alpha of one task; save(row) after each, so that a stopped run keeps what it finished."""
+def run_task(task, args, save, read_dev):
+    """Every alpha of one task, and with read_dev each one's dev metric; save(row) after each, so that a stopped
+    run keeps what it finished."""
     work = os.path.join(args.work_dir, task)
     base = reproduce.prepare_base(task, args)
     config = os.path.join(common.ROOT, "configs", f"{task}_ptq.yaml")
@@ -76,7 +77,9 @@ def run_task(task, args, save):
         folder = os.path.join(work, "smooth_alpha", f"alpha_{alpha:g}")
 
         def measure(alpha=alpha, folder=folder):
-            run = ptq_diagnostic.run_variant(task, base, config, [f"QuantPost.smooth_alpha={alpha}"], folder, data)
+            sample = [f"Global.eval_samples={reproduce.EVAL_SAMPLES[task]}"] if task in reproduce.EVAL_SAMPLES else []
+            run = ptq_diagnostic.run_variant(  # run.py's own dev evaluations on a sample where dev is large
+                task, base, config, [f"QuantPost.smooth_alpha={alpha}"] + sample, folder, data)
             quantized, precision = logits(folder, feeds)
             error = quantized - reference
             flips = None if glue.get_task(task).is_regression else \
@@ -84,11 +87,11 @@ def run_task(task, args, save):
             return {"alpha": alpha, "rms_error": float(np.sqrt(np.mean(error ** 2))), "flips": flips,
                     "deployed_as": precision, "seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"]}
 
-        run = done.run(name, measure, {**inputs, "alpha": alpha})
-        # the dev split, read after the measurement above and not by it
-        dev = done.run(f"{name}, dev", lambda folder=folder: common.run_infer(
-            task, folder, ["--int8"] + infer, folder + "_dev")["metrics"]["headline"], {**inputs, "alpha": alpha})
-        row["runs"][name] = {**run, "dev": dev}
+        row["runs"][name] = {**done.run(name, measure, {**inputs, "alpha": alpha})}  # a copy: "dev" goes in
+        dev = f"{name}, dev"
+        if read_dev or done.is_done(dev, {**inputs, "alpha": alpha}):
+            row["runs"][name]["dev"] = done.run(dev, lambda folder=folder: common.run_infer(
+                task, folder, ["--int8"] + infer, folder + "_dev")["metrics"]["headline"], {**inputs, "alpha": alpha})
         save(row)
     return row
 
@@ -113,13 +116,14 @@ def scores(results):
 
 
 def render(results):
-    return "\n".join(["# PTQ: which smoothing alpha follows the fp32 model most closely", "", common.provenance(results), "",
-                      f"Each cell: run.py with the task's `configs/<task>_ptq.yaml` and `QuantPost.smooth_alpha` set "
-                      f"to the column's value; the int8 model, as `infer.py --int8` deploys it, against the fp32 model "
-                      f"on the same {ROWS} training rows (a seeded sample, labels not read): the root mean square of "
-                      "the error of its logits (STS-B: of its score), and in brackets the rows whose predicted class "
-                      "changed. No dev row is read. A task's rows may include some of the 320 its calibration drew.",
-                      "", summary(results)])
+    intro = (f"Each cell: run.py with the task's `configs/<task>_ptq.yaml` and `QuantPost.smooth_alpha` set to the "
+             f"column's value; the int8 model, as `infer.py --int8` deploys it, against the fp32 model on the same "
+             f"{ROWS} training rows (a seeded sample, labels not read): the root mean square of the error of its "
+             "logits (STS-B: of its score), and in brackets the rows whose predicted class changed. No dev label "
+             "enters it (run.py's own evaluations of the dev split are not kept). A task's rows may include some of "
+             "the 320 its calibration drew.")
+    return "\n".join(["# PTQ: which smoothing alpha follows the fp32 model most closely", "",
+                      common.provenance(results), "", intro, "", summary(results)])
 
 
 def summary(results):
@@ -135,10 +139,12 @@ def summary(results):
         lines.append(f"| {row['task']} | " + " | ".join(cells) + " |")
     score = scores(results)
     if score:
-        best = min(score, key=score.get)
+        best, *rest = sorted(score, key=score.get)
+        runner_up = f"; the next, alpha {rest[0]:g}, {score[rest[0]]:.2f}" if rest else ""
         lines += [f"| error over alpha {alphas[0]:g}, geometric mean | " +
                   " | ".join(f"{score[a]:.2f}" for a in alphas) + " |", "",
-                  f"Closest to fp32 over the tasks that ran every alpha: alpha {best:g}."]
+                  f"Closest to fp32 over the tasks that ran every alpha: alpha {best:g} ({score[best]:.2f} of alpha "
+                  f"{alphas[0]:g}'s error{runner_up})."]
     lines += ["", "The dev split, read after the measurement above and not by it: each model's dev metric as "
               "`infer.py --int8` deploys it, change against fp32 in points.", "",
               "| task (fp32) | " + " | ".join(f"alpha {a:g}" for a in alphas) + " |", "|---|" + "---|" * len(alphas)]
@@ -157,6 +163,9 @@ def parse_args(argv=None):
     parser.add_argument("--alphas", nargs="+", type=float, default=[0.75, 0.85, 0.9, 0.95],
                         help="QuantPost.smooth_alpha values; the first is the one the others are compared with "
                              "(default: %(default)s)")
+    parser.add_argument("--skip_dev", action="store_true",
+                        help="measure the choice only; the dev metrics already read are reported, the others are "
+                             "read by a later run without it")
     return parser.parse_args(argv)
 
 
@@ -167,11 +176,13 @@ def main(argv=None):
         results["tasks"] = []
 
         def save_row(row):
-            results["tasks"] = [r for r in results["tasks"] if r["task"] != row["task"]] + [row]
+            rows = {**{r["task"]: r for r in results["tasks"]}, row["task"]: row}
+            results["tasks"] = [rows[task] for task in args.tasks if task in rows]
             save()
 
-        for task in args.tasks:
-            run_task(task, args, save_row)
+        for read_dev in (False,) if args.skip_dev else (False, True):  # every task's choice, then the dev split
+            for task in args.tasks:
+                run_task(task, args, save_row, read_dev)
 
     return common.benchmark_main(args, "benchmarks/smooth_alpha.py", argv, measure, render)
 

@@ -32,7 +32,8 @@ def test_scores_are_the_geometric_mean_of_each_tasks_error_over_the_first_alphas
     assert "| rte | 0.200 (3) | 0.100 (3) |" in report
     assert "| sts-b | 0.100 | 0.400 |" in report
     assert "| mrpc | 0.300 (3) | – |" in report
-    assert "Closest to fp32 over the tasks that ran every alpha: alpha 0.75." in report
+    assert "Closest to fp32 over the tasks that ran every alpha: alpha 0.75 (1.00 of alpha 0.75's error; the next, " \
+           "alpha 0.9, 1.41)." in report
     assert "| rte acc (60.00) | +20.00 | +10.00 |" in report and "| mrpc acc (60.00) | +30.00 | – |" in report
     better = bench.scores(results_of({"rte": {0.75: 0.2, 0.9: 0.1}, "sts-b": {0.75: 0.1, 0.9: 0.08}}))
     assert min(better, key=better.get) == 0.9
