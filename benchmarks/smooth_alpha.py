@@ -1,19 +1,21 @@
 """Which SmoothQuant alpha post-training quantization should smooth with, chosen without dev labels: the
 one whose int8 model follows the fp32 model most closely on training rows.
 
-    python benchmarks/smooth_alpha.py --data_dir $GLUE_DIR --tasks rte sst-2 --alphas 0.75 0.85 0.9 0.95
+    python benchmarks/smooth_alpha.py --data_dir $GLUE_DIR --tasks rte sst-2 --alphas 0.75 0.9 1.0
     python benchmarks/smooth_alpha.py --render_only        # RESULTS.md from results.json
 
 For each task, on the fine-tuned and converted MiniLM of benchmarks/reproduce.py (the same work
 folder, so a task reproduce.py prepared is not fine-tuned again): run.py with the shipped
 configs/<task>_ptq.yaml and QuantPost.smooth_alpha set to each --alphas value, each in its own
-process. Then the fp32 model and each int8 model, as `infer.py --int8` deploys it, score the same
-seeded sample of training rows (their labels are not read): the root mean square of the int8
-logits' error against the fp32 logits (STS-B: of the score), and the rows whose predicted class
-changes. An alpha's score over the tasks is the geometric mean of its error relative to the first
-alpha's; the lowest wins. A task's training rows may include some of the 320 its calibration drew.
-Only then is the dev split read: each int8 model's dev metric through infer.py --int8 (the report's
-second table; not used for the choice). Resumable: finished runs are kept in <work_dir>/<task>/smooth_alpha.json.
+process (its own dev evaluations, on a sample where the dev split is large, are not kept). Then the
+fp32 model and each int8 model, as `infer.py --int8` deploys it, score the same seeded sample of
+training rows (their labels are not read): the root mean square of the int8 logits' error against
+the fp32 logits (STS-B: of the score), and the rows whose predicted class changes. An alpha's score
+over the tasks is the geometric mean of its error relative to the first alpha's; the lowest wins. A
+task's training rows may include some of the 320 its calibration drew.
+Only then, when every task has run every alpha, is the dev split read: each int8 model's dev metric
+through infer.py --int8 (the report's second table; not used for the choice; --skip_dev leaves it for
+a later run). Resumable: finished runs are kept in <work_dir>/<task>/smooth_alpha.json.
 """
 import argparse
 import math
@@ -160,7 +162,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_benchmark_args(parser, OUT_DIR)
     parser.add_argument("--tasks", nargs="+", type=glue.task_arg, default=list(reproduce.FINETUNE))
-    parser.add_argument("--alphas", nargs="+", type=float, default=[0.75, 0.85, 0.9, 0.95],
+    parser.add_argument("--alphas", nargs="+", type=float, default=[0.75, 0.85, 0.9, 0.95, 1.0],
                         help="QuantPost.smooth_alpha values; the first is the one the others are compared with "
                              "(default: %(default)s)")
     parser.add_argument("--skip_dev", action="store_true",
