@@ -18,6 +18,7 @@ through infer.py --int8 (the report's second table; not used for the choice; --s
 a later run). Resumable: finished runs are kept in <work_dir>/<task>/smooth_alpha.json.
 """
 import argparse
+import functools
 import math
 import os
 import sys
@@ -64,8 +65,12 @@ def run_task(task, args, save, read_dev):
     config = os.path.join(common.ROOT, "configs", f"{task}_ptq.yaml")
     data = ["--data_dir", args.data_dir] if args.data_dir else []
     done = reproduce.Steps(os.path.join(work, "smooth_alpha.json"))
-    feeds = training_feeds(task, base, args.data_dir)
-    reference, _ = logits(base, feeds)
+
+    @functools.cache
+    def reference():  # the training rows' feeds and fp32 logits, once, and only if a run is not done yet
+        feeds = training_feeds(task, base, args.data_dir)
+        return feeds, logits(base, feeds)[0]
+
     base_model = reproduce.digest(reproduce.base_inputs(task))
     infer = ["--batch_size", "32", "--max_seq_length", str(reproduce.SEQ)] + data
     fp32 = reproduce.Steps(os.path.join(work, "steps.json")).run(  # the step of reproduce.py's run_task
@@ -82,10 +87,11 @@ def run_task(task, args, save, read_dev):
             sample = [f"Global.eval_samples={reproduce.EVAL_SAMPLES[task]}"] if task in reproduce.EVAL_SAMPLES else []
             run = ptq_diagnostic.run_variant(  # run.py's own dev evaluations on a sample where dev is large
                 task, base, config, [f"QuantPost.smooth_alpha={alpha}"] + sample, folder, data)
+            feeds, fp32_logits = reference()
             quantized, precision = logits(folder, feeds)
-            error = quantized - reference
+            error = quantized - fp32_logits
             flips = None if glue.get_task(task).is_regression else \
-                int((quantized.argmax(-1) != reference.argmax(-1)).sum())
+                int((quantized.argmax(-1) != fp32_logits.argmax(-1)).sum())
             return {"alpha": alpha, "rms_error": float(np.sqrt(np.mean(error ** 2))), "flips": flips,
                     "deployed_as": precision, "seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"]}
 
