@@ -429,10 +429,11 @@ def runs(results):
     return groups
 
 
-def describe_run(run):
-    """One run, as the tables' provenance names it: machine, steps and overrides per strategy, versions, command."""
+def describe_run(run, tasks):
+    """One run of `tasks`, as the tables' provenance names it: machine, steps and overrides per strategy, versions,
+    command."""
     m = run["machine"]
-    return (f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; {training(run.get('settings'))}; "
+    return (f"{m['cpu']} ({', '.join(m['isa'])}), {m['cores']} cores; {training(run.get('settings'), tasks)}; "
             + ", ".join(f"{k} {v}" for k, v in (run.get("versions") or {}).items()) + f"; `{run['command']}`")
 
 
@@ -449,10 +450,29 @@ def trained_steps(settings):
     return {LABELS[k]: train_iter_of(k, settings) for k in (settings or {}).get("strategies", {}) if k != "ptq"}
 
 
-def training(settings):
-    """A run's training steps and its overrides of each strategy's shipped config (settings: results["settings"])."""
+def shipped_now(key, override, tasks):
+    """Whether strategy `key`'s shipped config of every task in `tasks` holds `override` (SECTION.KEY=VALUE, applied
+    as run.py --set applies it) today: a run's override that the configs have taken in since, so that a later run
+    has it without naming it."""
+    import copy
+
+    import run
+
+    def holds(task):
+        config = shipped_config(task, key)
+        applied = copy.deepcopy(config)
+        run.apply_overrides(applied, [override], shipped_path(task, key))
+        return applied == config
+
+    return bool(tasks) and all(holds(task) for task in tasks)
+
+
+def training(settings, tasks=()):
+    """A run's training steps and its overrides of each strategy's shipped config (settings: results["settings"]);
+    an override that the shipped configs of all its `tasks` hold today is marked so."""
     settings = settings or {}
-    strategies = "; ".join(f"{k} " + (" ".join(f"`{s}`" for s in v["set"]) or "as shipped")
+    strategies = "; ".join(f"{k} " + (" ".join(f"`{s}`" + (" (shipped now)" if shipped_now(k, s, tasks) else "")
+                                               for s in v["set"]) or "as shipped")
                            for k, v in settings.get("strategies", {}).items())
     counts = trained_steps(settings)
     if len(set(counts.values())) > 1:
@@ -573,9 +593,9 @@ def render(results):
     groups = runs(results)
     if len(groups) > 1:  # each task's latency ratios were measured in one run, on one machine
         lines += [f"The rows come from {len(groups)} runs (the last one's command is above):", ""]
-        lines += [f"- {', '.join(tasks)}: {describe_run(run)}" for run, tasks in groups] + [""]
+        lines += [f"- {', '.join(tasks)}: {describe_run(run, tasks)}" for run, tasks in groups] + [""]
     else:
-        lines += [f"Each strategy: {training(results.get('settings'))}.", ""]
+        lines += [f"Each strategy: {training(results.get('settings'), [row['task'] for row in results['tasks']])}.", ""]
     lines += ["## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", ""]
     lines += dev_table(results, keys + peers, "paddle")
     tasks = [row["task"] for row in results["tasks"]]
@@ -762,8 +782,9 @@ def task_table(results):
     if draws:
         legend += " PTQ, other draws: PTQ's change with the other calibration seeds."
     if len(groups) > 1:
-        sets = [{(k, s) for k, v in (run.get("settings") or {}).get("strategies", {}).items() for s in v.get("set", ())}
-                for run, _ in groups]  # each run's overrides; the legend names the ones not all runs share
+        # each run's overrides of today's configs; the legend names the ones not all runs share
+        sets = [{(k, s) for k, v in (run.get("settings") or {}).get("strategies", {}).items() for s in v.get("set", ())
+                 if not shipped_now(k, s, tasks)} for run, tasks in groups]
 
         def own_sets(own):
             return "".join(f", {LABELS[k]} " + " ".join(f"`{s}`" for _, s in group)

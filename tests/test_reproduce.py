@@ -195,6 +195,32 @@ def test_task_table_shows_each_change_with_its_rows_speed_draws_and_run(reproduc
         "distill + QAT `TrainConfig.learning_rate=1.0e-5`.")
 
 
+def test_an_override_the_configs_hold_now_is_not_told_apart_from_a_later_run(reproduce):
+    """A run's override that today's shipped configs hold (QuantAware.skip_attention=true moved into them) is
+    marked "(shipped now)" in the run's description and left out of the legend that tells the runs apart; an
+    override the configs do not hold (another value, or not in every task's config) is listed."""
+    results = results_of(task_row("sts-b", 0.80, 0.8, 0.803, 400.0), task_row("rte", 0.60, 0.61, 0.58, 100.0))
+
+    def run(*sets):
+        return reproduce.run_of({**results, "settings": {"train_iter": 60, "prune_train_iter": 120, "strategies": {
+            "prune_ptq": {"set": []}, "distill_qat": {"set": list(sets)}}}})
+
+    shipped, other = "QuantAware.skip_attention=true", "QuantAware.smooth_alpha=1.0"
+    results["tasks"][0]["run"], results["tasks"][1]["run"] = run(shipped), run(other)
+    assert reproduce.shipped_now("distill_qat", shipped, ["sts-b", "rte"])
+    assert not reproduce.shipped_now("distill_qat", "QuantAware.skip_attention=false", ["sts-b"])
+    assert not reproduce.shipped_now("ptq", shipped, ["sts-b"])  # PTQ's config has no QuantAware section
+    assert not reproduce.shipped_now("distill_qat", shipped, [])
+    assert reproduce.task_table(results).rstrip().endswith(
+        "Runs: 1: test cpu, prune + distill, then PTQ 120 steps, distill + QAT 60 steps; 2: test cpu, prune + "
+        "distill, then PTQ 120 steps, distill + QAT 60 steps, distill + QAT `QuantAware.smooth_alpha=1.0`.")
+    text = reproduce.render(results)
+    assert "- sts-b: test cpu (avx2), 2 cores; training steps: prune + distill, then PTQ 120, distill + QAT 60; " \
+           "overrides: prune_ptq as shipped; distill_qat `QuantAware.skip_attention=true` (shipped now);" in text
+    assert "- rte: test cpu (avx2), 2 cores; training steps: prune + distill, then PTQ 120, distill + QAT 60; " \
+           "overrides: prune_ptq as shipped; distill_qat `QuantAware.smooth_alpha=1.0`;" in text
+
+
 def test_readme_tables_are_the_rendered_results():
     """Every results block of README.md is what benchmarks/render_readme.py renders from its results.json now:
     no number in them was typed or left behind."""
