@@ -36,6 +36,8 @@ RENDERERS = {"reproduce": reproduce.headline, "reproduce#tasks": reproduce.task_
              "ptq_diagnostic": ptq_diagnostic.summary, "ptq_diagnostic/padding": ptq_diagnostic.padding_summary,
              "ptq_diagnostic/calibration_draws": ptq_diagnostic.draws_summary,
              "ptq_diagnostic/rte_draws": functools.partial(ptq_diagnostic.draws_summary, folder="ptq_diagnostic/rte_draws"),
+             "ptq_diagnostic/rte_draws_alpha1": functools.partial(ptq_diagnostic.draws_summary,
+                                                                  folder="ptq_diagnostic/rte_draws_alpha1"),
              "train_iter/sts-b": train_iter.summary, "train_iter/cola": train_iter.summary,
              "train_iter/rte_seeds": train_iter.summary, "smooth_alpha": smooth_alpha.summary}
 

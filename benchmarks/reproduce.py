@@ -25,6 +25,7 @@ replaces the rows of the tasks it ran and keeps the others from the results.json
 tasks can be run a few at a time, on other days.
 """
 import argparse
+import copy
 import hashlib
 import itertools
 import json
@@ -454,8 +455,6 @@ def shipped_now(key, override, tasks):
     """Whether strategy `key`'s shipped config of every task in `tasks` holds `override` (SECTION.KEY=VALUE, applied
     as run.py --set applies it) today: a run's override that the configs have taken in since, so that a later run
     has it without naming it."""
-    import copy
-
     import run
 
     def holds(task):
