@@ -160,6 +160,11 @@ def base_inputs(task):
     return {"finetune": FINETUNE[task], "seq": SEQ}
 
 
+def eval_sample(task):
+    """The --set override that has run.py evaluate a seeded sample of a large dev split (EVAL_SAMPLES), or none."""
+    return [f"Global.eval_samples={EVAL_SAMPLES[task]}"] if task in EVAL_SAMPLES else []
+
+
 def strategy_config(task, key, work_dir, train_iter, drop=(), extra=()):
     """The shipped config of the strategy, minus the sections it and `drop` leave out, in work_dir.
 
@@ -176,9 +181,7 @@ def strategy_config(task, key, work_dir, train_iter, drop=(), extra=()):
     path = os.path.join(work_dir, f"{key}.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
-    sets = ["Global.batch_size=32"] + strategy["set"]
-    if task in EVAL_SAMPLES:
-        sets.append(f"Global.eval_samples={EVAL_SAMPLES[task]}")
+    sets = ["Global.batch_size=32"] + strategy["set"] + eval_sample(task)
     if "TrainConfig" in config:
         sets += ["TrainConfig.origin_metric=null", "TrainConfig.epochs=null", f"TrainConfig.train_iter={train_iter}",
                  f"TrainConfig.eval_iter={max(1, train_iter // 2)}"]
@@ -589,15 +592,14 @@ def render(results):
     peers = [PEER] if any(PEER in row["models"] for row in results["tasks"]) else []
     lines = ["# Reproduction: MiniLM fine-tuned on GLUE, converted, compressed, deployed", "",
              common.provenance(results), ""]
-    groups = runs(results)
+    groups, tasks = runs(results), [row["task"] for row in results["tasks"]]
     if len(groups) > 1:  # each task's latency ratios were measured in one run, on one machine
         lines += [f"The rows come from {len(groups)} runs (the last one's command is above):", ""]
-        lines += [f"- {', '.join(tasks)}: {describe_run(run, tasks)}" for run, tasks in groups] + [""]
+        lines += [f"- {', '.join(names)}: {describe_run(run, names)}" for run, names in groups] + [""]
     else:
-        lines += [f"Each strategy: {training(results.get('settings'), [row['task'] for row in results['tasks']])}.", ""]
+        lines += [f"Each strategy: {training(results.get('settings'), tasks)}.", ""]
     lines += ["## Dev metric (through `infer.py`; compressed models run with `--int8`, oneDNN int8 linears)", ""]
     lines += dev_table(results, keys + peers, "paddle")
-    tasks = [row["task"] for row in results["tasks"]]
     partial = [t for t in ("qqp", "qnli", "mnli") if t in tasks]
     if partial:
         lines += ["", f"Train files here that are subsets of GLUE's: {', '.join(t.upper() for t in partial)} (see the "

@@ -84,9 +84,8 @@ def run_task(task, args, save, read_dev):
         folder = os.path.join(work, "smooth_alpha", f"alpha_{alpha:g}")
 
         def measure(alpha=alpha, folder=folder):
-            sample = [f"Global.eval_samples={reproduce.EVAL_SAMPLES[task]}"] if task in reproduce.EVAL_SAMPLES else []
             run = ptq_diagnostic.run_variant(  # run.py's own dev evaluations on a sample where dev is large
-                task, base, config, [f"QuantPost.smooth_alpha={alpha}"] + sample, folder, data)
+                task, base, config, [f"QuantPost.smooth_alpha={alpha}"] + reproduce.eval_sample(task), folder, data)
             feeds, fp32_logits = reference()
             quantized, precision = logits(folder, feeds)
             error = quantized - fp32_logits
